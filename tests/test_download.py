@@ -1,0 +1,185 @@
+"Tests of sg2im_nb.download against a local HTTP server on 127.0.0.1 (nothing reaches the internet)."
+import hashlib, io, os, re, socket, subprocess, sys, threading, zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+import pytest
+from sg2im_nb.core import run_cli
+from sg2im_nb.download import COLLECTIONS, DownloadError, Resource, download, fetch, main, unpack
+
+MODEL = '/sg2im-data/small/coco64.pt'
+BLOB = os.urandom(50_000)
+
+
+class Handler(BaseHTTPRequestHandler):
+    "Serves server.files; honours `Range: bytes=N-`; drops the connection after server.drop[path] bytes, once."
+    timeout = 5
+
+    def do_GET(self):
+        srv, rng = self.server, self.headers.get('Range')
+        srv.log.append((self.path, rng))
+        data = srv.files.get(self.path)
+        if data is None: return self.send_error(404)
+        start = int(re.match(r'bytes=(\d+)-', rng).group(1)) if rng else 0
+        if start >= len(data) and rng:
+            self.send_response(416); self.send_header('Content-Range', f'bytes */{len(data)}')
+            self.send_header('Content-Length', '0'); self.end_headers(); return
+        self.send_response(206 if start else 200)
+        if start: self.send_header('Content-Range', f'bytes {start}-{len(data) - 1}/{len(data)}')
+        self.send_header('Content-Length', str(len(data) - start)); self.end_headers()
+        body = data[start:][:srv.drop.pop(self.path, None)]
+        self.wfile.write(body)
+        srv.sent.append((self.path, len(body)))
+
+    def log_message(self, *args): pass
+
+
+@pytest.fixture
+def server():
+    srv = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+    srv.files, srv.drop, srv.log, srv.sent = {MODEL: BLOB}, {}, [], []
+    srv.url = f'http://127.0.0.1:{srv.server_address[1]}'
+    t = threading.Thread(target=srv.serve_forever, kwargs=dict(poll_interval=0.1), daemon=True)
+    t.start()
+    yield srv
+    srv.shutdown(); srv.server_close(); t.join(5)
+
+
+@pytest.fixture
+def closed_url():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    return f'http://127.0.0.1:{port}'
+
+
+def _cli(*args):
+    env = {k: v for k, v in os.environ.items() if k != 'SG2IM_BASE_URL'}
+    return subprocess.run([sys.executable, '-m', 'sg2im_nb.download', *map(str, args)], capture_output=True,
+                          text=True, timeout=60, env=env)
+
+
+def _zip(members, method=zipfile.ZIP_DEFLATED):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, 'w', method) as zf:
+        for name, data in members.items(): zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_complete_download_cli(server, tmp_path, capsys):  # in-process (run_cli parses argv like the script)
+    assert run_cli(main, ['models', '--only', 'coco64', '--dir', str(tmp_path), '--base_url', server.url]) is None
+    assert '1 file(s) ready' in capsys.readouterr().out
+    assert (tmp_path / 'sg2im-models' / 'coco64.pt').read_bytes() == BLOB
+    assert not list(tmp_path.rglob('*.part'))
+    assert server.log == [(MODEL, None)]
+
+
+def test_interrupted_then_resumed(server, tmp_path):
+    server.drop[MODEL] = 20_000
+    res = COLLECTIONS['models'][0]
+    with pytest.raises(DownloadError, match='stopped at 20000 of 50000 bytes.*run the same command again to resume'):
+        fetch(res, tmp_path, server.url, progress=False)
+    part = tmp_path / 'sg2im-models' / 'coco64.pt.part'
+    assert part.stat().st_size == 20_000 and not (tmp_path / 'sg2im-models' / 'coco64.pt').exists()
+    assert fetch(res, tmp_path, server.url, progress=False).read_bytes() == BLOB
+    assert server.log == [(MODEL, None), (MODEL, 'bytes=20000-')]
+    assert server.sent == [(MODEL, 20_000), (MODEL, 30_000)]  # only the rest was fetched
+    assert not part.exists()
+
+
+def test_416_and_server_ignoring_range(server, tmp_path):
+    part = tmp_path / 'sg2im-models' / 'coco64.pt.part'
+    part.parent.mkdir(parents=True)
+    part.write_bytes(BLOB)  # complete .part: the server answers 416 and the file is verified
+    assert fetch(COLLECTIONS['models'][0], tmp_path, server.url, progress=False).read_bytes() == BLOB
+    assert server.log[-1] == (MODEL, 'bytes=50000-')
+    # a .part longer than the file on the server is deleted
+    part.write_bytes(BLOB + b'xx')
+    r = Resource(COLLECTIONS['models'][0].url, 'sg2im-models/coco64.pt')
+    (tmp_path / r.dest).unlink()
+    with pytest.raises(DownloadError, match='deleted'): fetch(r, tmp_path, server.url, progress=False)
+    assert not part.exists()
+
+
+def test_truncated_and_corrupt(server, tmp_path):
+    url = COLLECTIONS['models'][0].url
+    server.drop[MODEL] = 30_000  # truncated body: the connection closes before Content-Length bytes
+    with pytest.raises(DownloadError, match='stopped at 30000 of 50000 bytes; .*a.pt.part is kept'):
+        fetch(Resource(url, 'a.pt'), tmp_path, server.url, progress=False)
+    assert (tmp_path / 'a.pt.part').stat().st_size == 30_000  # kept for resume
+    with pytest.raises(DownloadError, match='the server has 50000 bytes but 60000 are expected'):
+        fetch(Resource(url, 'e.pt', size=60_000), tmp_path, server.url, progress=False)  # table and server disagree
+    with pytest.raises(DownloadError, match='checksum mismatch'):
+        fetch(Resource(url, 'b.pt', sha256='0' * 64), tmp_path, server.url, progress=False)
+    assert not (tmp_path / 'b.pt').exists() and not (tmp_path / 'b.pt.part').exists()
+    good = hashlib.sha256(BLOB).hexdigest()
+    assert fetch(Resource(url, 'c.pt', size=len(BLOB), sha256=good), tmp_path, server.url, progress=False).is_file()
+    (tmp_path / 'd.pt').write_bytes(BLOB[:10])  # a complete-looking file of the wrong size
+    with pytest.raises(DownloadError, match='has 10 bytes, expected 50000'):
+        fetch(Resource(url, 'd.pt', size=len(BLOB)), tmp_path, server.url, progress=False)
+
+
+def test_refused_connection_cli(closed_url, tmp_path):
+    res = _cli('models', '--only', 'vg128.pt', '--dir', tmp_path, '--base_url', closed_url)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and 'Traceback' not in res.stderr
+    assert lines[0].startswith(f'error: {closed_url}/sg2im-data/small/vg128.pt: cannot download')
+    assert f'place it at {tmp_path / "sg2im-models" / "vg128.pt"}' in lines[0]
+
+
+def test_errors_one_line_per_file_and_env_base_url(server, tmp_path):
+    env = dict(os.environ, SG2IM_BASE_URL=server.url)  # the server only has coco64.pt
+    res = subprocess.run([sys.executable, '-m', 'sg2im_nb.download', 'models', '--dir', str(tmp_path)],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert res.returncode == 2 and 'Traceback' not in res.stderr
+    lines = [l for l in res.stderr.splitlines() if l.startswith('error:')]
+    assert [l.split(': ')[1].rsplit('/', 1)[1] for l in lines] == ['vg64.pt', 'vg128.pt']
+    assert all('HTTP 404' in l for l in lines)
+    assert (tmp_path / 'sg2im-models' / 'coco64.pt').read_bytes() == BLOB
+
+
+def test_unknown_collection(capsys):
+    with pytest.raises(SystemExit) as e: run_cli(main, ['cocoa'])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == 'error: unknown collection cocoa; choose from models, ablated, coco, vg\n'
+
+
+def test_zip_layout_and_skip(server, tmp_path, capsys):
+    server.files.update({
+        '/annotations/annotations_trainval2017.zip': _zip({'annotations/instances_train2017.json': '{}',
+                                                           'annotations/instances_val2017.json': '{}'}),
+        '/annotations/stuff_annotations_trainval2017.zip': _zip({
+            'annotations/stuff_train2017.zip': _zip({'stuff_train2017.json': '{}'}),
+            'annotations/stuff_val2017.zip': _zip({'stuff_val2017.json': '{}'})}),
+        '/zips/train2017.zip': _zip({'train2017/000000000009.jpg': b'a'}),
+        '/zips/val2017.zip': _zip({'val2017/000000000139.jpg': b'b'}),
+    })
+    download('coco', tmp_path, server.url, progress=False)
+    coco = tmp_path / 'datasets' / 'coco'
+    for f in ('annotations/instances_train2017.json', 'annotations/instances_val2017.json',
+              'annotations/stuff_train2017.json', 'annotations/stuff_val2017.json',
+              'images/train2017/000000000009.jpg', 'images/val2017/000000000139.jpg'):
+        assert (coco / f).is_file(), f
+    assert sorted(p.name for p in (tmp_path / 'datasets').iterdir()) == ['coco']  # no temporary folder left
+    n = len(server.log)
+    capsys.readouterr()
+    assert run_cli(main, ['coco', '--dir', str(tmp_path), '--base_url', server.url]) is None  # all complete
+    assert capsys.readouterr().out.count('already complete, skipped') == 4
+    assert len(server.log) == n  # no request made
+
+
+def test_corrupt_zip_leaves_no_folder(server, tmp_path):
+    data = bytearray(_zip({'VG_100K/1.jpg': b'x' * 5000, 'VG_100K/2.jpg': b'y' * 5000}, zipfile.ZIP_STORED))
+    data[6000] ^= 0xFF  # inside the second member: the first one unpacks before the CRC error
+    server.files['/people/rak248/VG_100K_2/images.zip'] = bytes(data)
+    res = _cli('vg', '--only', 'images.zip', '--dir', tmp_path, '--base_url', server.url)
+    assert res.returncode == 2 and 'Traceback' not in res.stderr
+    assert 'cannot unpack' in res.stderr and 'images.zip' in res.stderr
+    vg = tmp_path / 'datasets' / 'vg'
+    assert sorted(p.name for p in vg.iterdir()) == ['images.zip']  # no images/ folder, no temporary folder
+    assert sorted(p.name for p in (tmp_path / 'datasets').iterdir()) == ['vg']
+    # a good zip afterwards unpacks into datasets/vg/images/VG_100K with its completion marker
+    good = tmp_path / 'good.zip'
+    good.write_bytes(_zip({'VG_100K/1.jpg': b'x'}))
+    assert unpack(good, vg / 'images') == vg / 'images'
+    assert (vg / 'images' / 'VG_100K' / '1.jpg').is_file() and (vg / 'images' / '.good.zip.unpacked').is_file()
