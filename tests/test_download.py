@@ -27,8 +27,8 @@ class Handler(BaseHTTPRequestHandler):
         if start: self.send_header('Content-Range', f'bytes {start}-{len(data) - 1}/{len(data)}')
         self.send_header('Content-Length', str(len(data) - start)); self.end_headers()
         body = data[start:][:srv.drop.pop(self.path, None)]
+        srv.sent.append((self.path, len(body)))  # recorded before writing: the client may finish before this thread
         self.wfile.write(body)
-        srv.sent.append((self.path, len(body)))
 
     def log_message(self, *args): pass
 
