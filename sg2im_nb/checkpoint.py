@@ -14,7 +14,7 @@ from .core import UserError
 from .model import Sg2ImModel
 
 # %% auto #0
-__all__ = ['SAFE_GLOBALS', 'safe_load', 'load_checkpoint', 'build_model', 'save_checkpoint']
+__all__ = ['SAFE_GLOBALS', 'safe_load', 'load_checkpoint', 'build_model', 'file_mode', 'save_checkpoint']
 
 # %% ../nbs/08_checkpoint.ipynb #4f172371
 def _numpy_globals() -> list:
@@ -92,9 +92,11 @@ def build_model(checkpoint,        # a checkpoint dict, or a path to one
     return model.eval() if eval_mode else model
 
 # %% ../nbs/08_checkpoint.ipynb #f2708d8f
-def _umask() -> int:
+def file_mode(directory:bool=False, # the mode of a new folder rather than a new file
+             ) -> int:
+    "The permissions a new file (or folder) gets here: 0o666 (0o777) less the umask. Temporary files get 0600."
     mask = os.umask(0); os.umask(mask)
-    return mask
+    return (0o777 if directory else 0o666) & ~mask
 
 def save_checkpoint(obj:dict, path):
     "Write `obj` to `path` atomically (temporary file in the same folder + fsync + rename)."
@@ -105,7 +107,7 @@ def save_checkpoint(obj:dict, path):
         with os.fdopen(fd, 'wb') as f:
             torch.save(obj, f)
             f.flush(); os.fsync(f.fileno())
-        os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes 0600 files; a checkpoint gets the usual permissions
+        os.chmod(tmp_name, file_mode())  # mkstemp makes 0600 files; a checkpoint gets the usual permissions
         os.replace(tmp_name, path)
     except BaseException:
         if os.path.exists(tmp_name): os.unlink(tmp_name)

@@ -15,7 +15,7 @@ from PIL import Image
 import sg2im_nb
 from .core import UserError, check_scene_graph, encode_scene_graphs, get_device, script
 from .model import Sg2ImModel
-from .checkpoint import build_model
+from .checkpoint import build_model, file_mode
 from .data.common import denormalize_images
 from .shapes import THING_IDS, STUFF_IDS, OTHER_ID
 from .vis import draw_scene_graph, draw_layout, overlay_boxes, resize_nearest, image_grid
@@ -166,6 +166,7 @@ def save_png(img, path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     try:
         with os.fdopen(fd, 'wb') as f: im.save(f, format='PNG')
+        os.chmod(tmp, file_mode())  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp): os.unlink(tmp)

@@ -17,6 +17,7 @@ from .data.common import collate_scene_graphs
 from .data.coco import CocoSceneGraphDataset
 from .data.vg import VgSceneGraphDataset
 from .shapes import make_shapes_dataset
+from .checkpoint import file_mode
 from .vis import image_grid, draw_layout
 
 # %% auto #0
@@ -35,6 +36,7 @@ def ensure_shapes(shapes_dir, **counts) -> Path:
     if out.exists() and any(out.iterdir()): raise UserError(f'--shapes_dir {str(out)!r} exists but holds no shapes data; pass an empty or new folder')
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix='.shapes-', dir=out.parent))
+    os.chmod(tmp, file_mode(directory=True))  # mkdtemp makes 0700 folders
     try:
         make_shapes_dataset(tmp, **{**SHAPES_COUNTS, **counts})
         try: os.replace(tmp, out)  # atomic; replaces an empty folder too

@@ -32,6 +32,8 @@ def test_default_command_works(tmp_path):
     assert im.mode == 'RGB' and im.size == (64, 64)
     assert Image.open(tmp_path / 'out' / 'sg000000.png').size[0] > 64  # a real Graphviz drawing
     assert not list((tmp_path / 'out').glob('.*'))  # no temporary files left behind
+    from sg2im_nb.checkpoint import file_mode
+    assert (tmp_path / 'out' / 'img000000.png').stat().st_mode & 0o777 == file_mode()  # not mkstemp's 0600
 
 
 def test_cli_error_process_level(tmp_path):
