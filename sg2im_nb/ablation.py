@@ -10,7 +10,6 @@ import json, time
 from pathlib import Path
 import torch
 from torch import nn
-import matplotlib.pyplot as plt
 from .core import UserError, get_device
 from .checkpoint import build_model
 from .train_config import TrainConfig, make_config
@@ -109,6 +108,7 @@ def ablation_table(results:dict) -> str:
 
 def plot_ablation(results:dict):
     "Bars of the bounded metrics (accuracy, recalls, relation satisfaction), one group per variant."
+    import matplotlib.pyplot as plt
     cols = [c for c in ABLATION_COLUMNS if c[1] not in ('inception_score', 'fid')]
     names = list(results['variants'])
     fig, ax = plt.subplots(figsize=(8, 3))

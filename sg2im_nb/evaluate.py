@@ -127,7 +127,7 @@ def evaluate(model, dataset, features, layout:str='gt', num_samples:int=None, ba
             frac, k = relation_satisfaction(b.triples, used, pnames)
             if k: rel[0] += frac * k; rel[1] += k
             p, f = features(imgs, used[real], b.obj_to_img[real])
-            _, fr = features(b.imgs, b.boxes[real], b.obj_to_img[real])
+            fr = f if layout == 'real' else features(b.imgs, b.boxes[real], b.obj_to_img[real])[1]  # 'real': the same call
             probs.append(p); gfeat.append(f); rfeat.append(fr); rimg.append(b.obj_to_img[real].cpu() + start)
             if clf is not None:
                 same = getattr(features, 'classifier', None) is clf

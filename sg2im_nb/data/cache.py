@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 from ..core import UserError
-from .common import Sample, check_path, image_to_float, collate_scene_graphs
+from .common import Sample, check_path, image_to_float, collate_scene_graphs, sample_rng
 from .coco import coco_triples, mask_centroids
 from .vg import vg_sample_graph
 
@@ -79,7 +79,9 @@ class CachedSceneGraphDataset(torch.utils.data.Dataset):
                 self.image_size = tuple(int(v) for v in f.attrs['image_size'])
                 self.objs, self.boxes = torch.from_numpy(f['objs'][:]), torch.from_numpy(f['boxes'][:])
                 self.obj_start = f['obj_start'][:]
-                if self.kind == 'vg': self.rels, self.rel_start = torch.from_numpy(f['rels'][:]), f['rel_start'][:]
+                if self.kind == 'vg':
+                    self.rels, self.rel_start = torch.from_numpy(f['rels'][:]), f['rel_start'][:]
+                    self.image_idx, self.in_image = self.vocab['object_name_to_idx']['__image__'], self.vocab['pred_name_to_idx']['__in_image__']
         except (OSError, KeyError) as e: raise UserError(f'{str(self.path)!r} is not an sg2im_nb image cache ({e}); build it with build_image_cache') from None
         self.normalize_images, self.max_samples, self.seed, self.epoch = normalize_images, max_samples, seed, 0
         self._f, self._pid = None, None
@@ -99,8 +101,7 @@ class CachedSceneGraphDataset(torch.utils.data.Dataset):
     def set_epoch(self, epoch:int): self.epoch = int(epoch)
 
     def _rng(self, i):
-        if self.seed is None: return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
-        return np.random.default_rng([int(self.seed), self.epoch, int(i)])
+        return sample_rng(self.seed, self.epoch, i)
 
     def __getitem__(self, i:int) -> Sample:
         if not 0 <= i < len(self): raise IndexError(i)
@@ -112,10 +113,9 @@ class CachedSceneGraphDataset(torch.utils.data.Dataset):
             triples = coco_triples(boxes, mask_centroids(boxes, masks), self._rng(i), st.get('include_relationships', True))
             return Sample(img, self.objs[a:b], boxes, masks, triples)
         c, d = self.rel_start[i:i + 2]
-        v = self.vocab
         objs, boxes, triples = vg_sample_graph(self.objs[a:b], boxes, self.rels[c:d], self._rng(i), st.get('max_objects', 10),
                                                st.get('use_orphaned_objects', True), st.get('include_relationships', True),
-                                               v['object_name_to_idx']['__image__'], v['pred_name_to_idx']['__in_image__'])
+                                               self.image_idx, self.in_image)
         return Sample(img, objs, boxes, None, triples)
 
 # %% ../../nbs/15_data_cache.ipynb #fb73ff55

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 from ..core import UserError, closest_names
-from .common import Sample, check_path, read_json, load_image, image_to_float, check_image_size, in_image_triples
+from .common import Sample, check_path, read_json, load_image, image_to_float, check_image_size, in_image_triples, sample_rng
 
 # %% auto #0
 __all__ = ['PREDICATES', 'coco_relationship', 'coco_predicates', 'mask_centroids', 'coco_triples', 'decode_mask',
@@ -179,8 +179,7 @@ class CocoSceneGraphDataset(torch.utils.data.Dataset):
         self.epoch = int(epoch)
 
     def _rng(self, i):
-        if self.seed is None: return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
-        return np.random.default_rng([int(self.seed), self.epoch, int(i)])
+        return sample_rng(self.seed, self.epoch, i)
 
     def load_record(self, i:int) -> dict:
         "The deterministic part of sample i: uint8 image, objs, boxes, masks (the last object is __image__)."

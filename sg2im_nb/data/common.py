@@ -18,7 +18,7 @@ from ..core import UserError
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'normalize_images', 'denormalize_images', 'Sample', 'Batch', 'collate_scene_graphs',
            'split_batch', 'check_path', 'read_json', 'load_image', 'image_to_float', 'check_image_size',
-           'in_image_triples']
+           'in_image_triples', 'sample_rng']
 
 # %% ../../nbs/11_data_common.ipynb #be2d6605
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -157,3 +157,12 @@ def in_image_triples(num_objs:int, # O, real objects plus __image__
     "(O - 1, 3) triples [i, in_image, O - 1] for every real object i."
     i = torch.arange(num_objs - 1)
     return torch.stack([i, torch.full_like(i, in_image), torch.full_like(i, num_objs - 1)], 1)
+
+# %% ../../nbs/11_data_common.ipynb #93f4958c
+def sample_rng(seed:int|None, # the dataset's seed, or None for torch's global generator
+               epoch:int,     # the epoch (`set_epoch`)
+               i:int,         # the sample index
+              ) -> np.random.Generator:
+    "The random generator of sample `i` in `epoch`."
+    if seed is None: return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+    return np.random.default_rng([int(seed), int(epoch), int(i)])

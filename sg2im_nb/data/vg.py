@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import torch
 from ..core import UserError, check_vocab
-from .common import Sample, check_path, read_json, load_image, image_to_float, check_image_size, in_image_triples
+from .common import Sample, check_path, read_json, load_image, image_to_float, check_image_size, in_image_triples, sample_rng
 
 # %% auto #0
 __all__ = ['H5_KEYS', 'vg_sample_graph', 'VgSceneGraphDataset']
@@ -81,8 +81,7 @@ class VgSceneGraphDataset(torch.utils.data.Dataset):
         self.epoch = int(epoch)
 
     def _rng(self, i):
-        if self.seed is None: return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
-        return np.random.default_rng([int(self.seed), self.epoch, int(i)])
+        return sample_rng(self.seed, self.epoch, i)
 
     def load_record(self, i:int) -> dict:
         "Image i (uint8) with all its objects (names, normalised boxes) and relationships (local [s, p, o])."
