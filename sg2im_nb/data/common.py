@@ -158,7 +158,7 @@ def in_image_triples(num_objs:int, # O, real objects plus __image__
     i = torch.arange(num_objs - 1)
     return torch.stack([i, torch.full_like(i, in_image), torch.full_like(i, num_objs - 1)], 1)
 
-# %% ../../nbs/11_data_common.ipynb #93f4958c
+# %% ../../nbs/11_data_common.ipynb #93127474
 def sample_rng(seed:int|None, # the dataset's seed, or None for torch's global generator
                epoch:int,     # the epoch (`set_epoch`)
                i:int,         # the sample index
