@@ -10,19 +10,17 @@ import contextlib, json, statistics, time
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
-import sg2im_nb.model as _model_mod
-import sg2im_nb.discriminators as _disc_mod
 from .core import UserError, make_vocab, get_device, script
-from .layout import boxes_to_grid, boxes_to_layout, masks_to_layout
-from .discriminators import crop_bbox_batch
+from .layout import boxes_to_layout, masks_to_layout
 from .data.common import Batch
 from .train_config import TrainConfig, make_config
 from .train_step import Nets, Optims, build_nets, build_optims, make_scaler, train_step, autocast
+from .published import (published_boxes_to_layout, published_masks_to_layout, published_algorithms,
+                                published_train_step, published_networks, published_adam)
 
 # %% auto #0
-__all__ = ['BENCH_CONFIGS', 'bench_config', 'bench_vocab', 'random_batch', 'published_boxes_to_layout',
-           'published_masks_to_layout', 'published_crop_bbox_batch', 'published_algorithms', 'make_step',
-           'time_interleaved', 'peak_mb', 'layout_peak_mb', 'make_generate', 'run_bench', 'main']
+__all__ = ['BENCH_CONFIGS', 'PEAK_TFLOPS', 'bench_config', 'bench_vocab', 'random_batch', 'make_step', 'time_interleaved',
+           'held_mb', 'peak_mb', 'layout_peak_mb', 'peak_tflops', 'step_flops', 'make_generate', 'run_bench', 'main']
 
 # %% ../nbs/50_bench.ipynb #11461310
 _TINY_D = 'C4-16-2,C4-32-2'
@@ -37,10 +35,11 @@ BENCH_CONFIGS = {
 
 def bench_config(config:str='coco64', # a key of `BENCH_CONFIGS`
                  amp:str='none', # none, bf16 or fp16
-                 device:str='cpu') -> TrainConfig:
+                 device:str='cpu',
+                 recompute_crn:int=0) -> TrainConfig: # refinement modules recomputed in the backward pass
     "The `TrainConfig` of a benchmark configuration (gan loss, default discriminators unless `tiny`)."
     if config not in BENCH_CONFIGS: raise UserError(f'--config {config!r} is not one of {", ".join(BENCH_CONFIGS)}')
-    return make_config('coco64', **BENCH_CONFIGS[config], amp=amp, device=device)
+    return make_config('coco64', **BENCH_CONFIGS[config], amp=amp, device=device, recompute_crn=recompute_crn)
 
 def bench_vocab(num_objects:int=184, num_preds:int=7) -> dict:
     "A COCO-sized vocab: `__image__` and `__in_image__` first, then placeholder names."
@@ -74,67 +73,6 @@ def random_batch(cfg:TrainConfig, vocab:dict, batch_size:int, # N images
               None if masks is None else masks.view(-1, M, M), triples, obj_to_img, obj_to_img[triples[:, 0]])
     return b.to(device)
 
-# %% ../nbs/50_bench.ipynb #4c2d2200
-def _published_pool(sampled, obj_to_img, pooling, num_images):
-    O, D, H, W = sampled.shape
-    N = int(obj_to_img.max()) + 1 if num_images is None else num_images
-    out = sampled.new_zeros(N, D, H, W).scatter_add(0, obj_to_img.view(O, 1, 1, 1).expand(O, D, H, W), sampled)
-    if pooling == 'avg': out = out / torch.bincount(obj_to_img, minlength=N).clamp(min=1).to(out).view(N, 1, 1, 1)
-    return out
-
-def _published_warp(img_in, boxes, H, W):
-    return F.grid_sample(img_in, boxes_to_grid(boxes, H, W), mode='bilinear', padding_mode='zeros', align_corners=True)
-
-def published_boxes_to_layout(vecs, boxes, obj_to_img, H, W=None, pooling='sum', num_images=None):
-    "BENCHMARK BASELINE ONLY: the published layout, through an (O, D, H, W) tensor."
-    W, (O, D) = H if W is None else W, vecs.shape
-    return _published_pool(_published_warp(vecs.view(O, D, 1, 1).expand(O, D, 8, 8), boxes, H, W), obj_to_img, pooling, num_images)
-
-def published_masks_to_layout(vecs, boxes, masks, obj_to_img, H, W=None, pooling='sum', num_images=None):
-    "BENCHMARK BASELINE ONLY: the published masked layout, through an (O, D, H, W) tensor."
-    W, (O, D), M = H if W is None else W, vecs.shape, masks.shape[1]
-    img_in = vecs.view(O, D, 1, 1) * masks.float().view(O, 1, M, M)
-    return _published_pool(_published_warp(img_in, boxes, H, W), obj_to_img, pooling, num_images)
-
-# %% ../nbs/50_bench.ipynb #9fd2d6b5
-def _published_crop_grid(boxes, HH, WW):
-    O = boxes.shape[0]
-    x0, y0, x1, y1 = (boxes[:, i].view(O, 1, 1) for i in range(4))
-    X = torch.linspace(0, 1, WW, dtype=boxes.dtype, device=boxes.device).view(1, 1, WW).expand(O, HH, WW)
-    Y = torch.linspace(0, 1, HH, dtype=boxes.dtype, device=boxes.device).view(1, HH, 1).expand(O, HH, WW)
-    return torch.stack([(x1 - x0) * X + x0, (y1 - y0) * Y + y0], dim=3) * 2 - 1
-
-def published_crop_bbox_batch(feats, bbox, bbox_to_feats, HH, WW=None):
-    "BENCHMARK BASELINE ONLY: the published per-image loop of crops."
-    WW = HH if WW is None else WW
-    N, C, H, W = feats.shape
-    crops, order = [], []
-    for i in range(N):
-        idx = (bbox_to_feats == i).nonzero().view(-1)
-        if idx.numel() == 0: continue
-        cur = feats[i].view(1, C, H, W).expand(idx.numel(), C, H, W).contiguous()
-        crops.append(F.grid_sample(cur, _published_crop_grid(bbox[idx].to(feats.dtype), HH, WW), mode='bilinear',
-                                   padding_mode='zeros', align_corners=True))
-        order.append(idx)
-    crops, order = torch.cat(crops), torch.cat(order)
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(order.numel(), device=order.device)
-    return crops[inverse]
-
-# %% ../nbs/50_bench.ipynb #48c7ec3d
-_SWAPPED = ((_model_mod, 'boxes_to_layout', published_boxes_to_layout), (_model_mod, 'masks_to_layout', published_masks_to_layout),
-            (_disc_mod, 'crop_bbox_batch', published_crop_bbox_batch))
-
-@contextlib.contextmanager
-def published_algorithms():
-    "Within the block, the model and discriminators use the published layout and crop algorithms."
-    saved = [getattr(mod, name) for mod, name, _ in _SWAPPED]
-    try:
-        for mod, name, fn in _SWAPPED: setattr(mod, name, fn)
-        yield
-    finally:
-        for (mod, name, _), fn in zip(_SWAPPED, saved): setattr(mod, name, fn)
-
 # %% ../nbs/50_bench.ipynb #b4b7869b
 class _KnownImages(nn.Module):
     "The generator called with `num_images` (no device sync to find N)."
@@ -147,24 +85,27 @@ def make_step(cfg:TrainConfig, vocab:dict, batch:Batch,
               impl:str='ours', # 'ours' or 'published'
               channels_last:bool=True, fused:bool=True, compile:bool=False, # speed-ups of 'ours'
               seed:int=0):
-    "A function running one `train_step` of `impl` on `batch` (fresh networks seeded with `seed`)."
+    "A function running one training step of `impl` on `batch` (fresh networks seeded with `seed`)."
     if impl not in ('ours', 'published'): raise UserError(f'--impl {impl!r} is not one of ours, published')
-    ours = impl == 'ours'
     torch.manual_seed(seed)
     nets, _ = build_nets(cfg, vocab, batch.imgs.device)
-    if ours and channels_last:
+    plain_adam = lambda nets: Optims(*(published_adam(m, cfg.learning_rate) for m in (nets.model, nets.d_obj, nets.d_img)))
+    if impl == 'published':
+        nets = Nets(*(published_networks(m) for m in (nets.model, nets.d_obj, nets.d_img)))
+        optims = plain_adam(nets)
+        def step() -> dict:
+            with published_algorithms(): return published_train_step(nets, optims, batch, cfg)
+        step.nets = nets
+        return step
+    if channels_last:
         for m in (nets.model.refinement_net, nets.d_obj, nets.d_img):
             if m is not None: m.to(memory_format=torch.channels_last)
-    optims = build_optims(nets, cfg.learning_rate)
-    if ours and fused:
-        adam = lambda m: None if m is None else torch.optim.Adam(m.parameters(), lr=cfg.learning_rate, fused=True)
-        optims = Optims(adam(nets.model), adam(nets.d_obj), adam(nets.d_img))
-    if ours and compile:
+    optims = build_optims(nets, cfg.learning_rate) if fused else plain_adam(nets)
+    if compile:
         nets = Nets(torch.compile(_KnownImages(nets.model, batch.num_images)),
                     *(None if m is None else torch.compile(m) for m in (nets.d_obj, nets.d_img)))
-    scaler, swap = make_scaler(batch.imgs.device, cfg.amp), (contextlib.nullcontext if ours else published_algorithms)
-    def step() -> dict:
-        with swap(): return train_step(nets, optims, batch, cfg, scaler)
+    scaler = make_scaler(batch.imgs.device, cfg.amp)
+    def step() -> dict: return train_step(nets, optims, batch, cfg, scaler)
     step.nets = nets
     return step
 
@@ -182,6 +123,11 @@ def time_interleaved(fns:dict, # name -> function to time
             f(); _sync(device)
             if i >= warmup: times[k].append(time.perf_counter() - t)
     return {k: statistics.median(v) for k, v in times.items()}
+
+def held_mb(*modules) -> float:
+    "MB of the gradients `modules` hold now (between two steps: kept from the one before)."
+    return sum(p.grad.untyped_storage().nbytes() for m in modules if m is not None
+               for p in m.parameters() if p.grad is not None) / 1e6
 
 def peak_mb(fn, device='cpu') -> float:
     "Peak MB allocated while `fn()` runs, above the allocation before it."
@@ -210,6 +156,28 @@ def layout_peak_mb(cfg:TrainConfig, batch:Batch, impl:str='ours', device='cpu') 
         run = lambda: fn(vecs, batch.boxes, batch.masks, batch.obj_to_img, H, W).sum().backward()
     return peak_mb(run, device)
 
+# %% ../nbs/50_bench.ipynb #ad8e9a4c
+PEAK_TFLOPS = {  # dense, from the vendors' data sheets
+    'H100 PCIe': dict(bf16=756.0, fp16=756.0, tf32=378.0, fp32=51.2),
+    'H100': dict(bf16=989.4, fp16=989.4, tf32=494.7, fp32=66.9),  # SXM
+    'H200': dict(bf16=989.4, fp16=989.4, tf32=494.7, fp32=66.9),
+    'A100': dict(bf16=312.0, fp16=312.0, tf32=156.0, fp32=19.5),
+}
+
+def peak_tflops(device, amp:str='none') -> float|None:
+    "The peak dense TFLOP/s of a CUDA `device` for `amp` (None for other devices or unknown GPUs)."
+    device = torch.device(device)
+    if device.type != 'cuda': return None
+    name = torch.cuda.get_device_name(device)
+    key = amp if amp != 'none' else ('tf32' if torch.backends.cudnn.allow_tf32 else 'fp32')
+    return next((v[key] for k, v in PEAK_TFLOPS.items() if k in name), None)
+
+def step_flops(fn) -> int:
+    "Floating-point operations (convolutions, matrix products; forward and backward) of one call of `fn`."
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter: fn()
+    return counter.get_total_flops()
+
 # %% ../nbs/50_bench.ipynb #a2c2aab6
 def make_generate(cfg:TrainConfig, vocab:dict, batch:Batch, impl:str='ours', channels_last:bool=True,
                   compile:bool=False, seed:int=0):
@@ -220,6 +188,7 @@ def make_generate(cfg:TrainConfig, vocab:dict, batch:Batch, impl:str='ours', cha
     if ours and channels_last: model.refinement_net.to(memory_format=torch.channels_last)
     if ours and compile: model = torch.compile(_KnownImages(model, batch.num_images))
     swap = contextlib.nullcontext if ours else published_algorithms
+    if not ours: model = published_networks(model)
     @torch.no_grad()
     def generate():
         with swap(), autocast(batch.imgs.device, cfg.amp):
@@ -229,19 +198,20 @@ def make_generate(cfg:TrainConfig, vocab:dict, batch:Batch, impl:str='ours', cha
 # %% ../nbs/50_bench.ipynb #0f8dae79
 def run_bench(config:str='coco64', batch_size:int=None, iters:int=5, device:str='cpu', amp:str='none',
               compile:bool=False, mode:str='train', impl:str='ours', compare:bool=False, threads:int=0,
-              warmup:int=2, channels_last:bool=True, fused:bool=True) -> dict:
+              warmup:int=2, channels_last:bool=True, fused:bool=True, recompute_crn:int=0) -> dict:
     "Time `mode` ('train' or 'generate') of `impl` (or both with `compare`); a dict for the JSON line."
     if mode not in ('train', 'generate'): raise UserError(f'--mode {mode!r} is not one of train, generate')
     if impl not in ('ours', 'published'): raise UserError(f'--impl {impl!r} is not one of ours, published')
-    if impl == 'published' and (amp != 'none' or compile):
-        raise UserError('--impl published is the float32 eager baseline; drop --amp/--compile, or use --compare')
+    if impl == 'published' and (amp != 'none' or compile or recompute_crn):
+        raise UserError('--impl published is the float32 eager baseline; drop --amp/--compile/--recompute_crn, or use --compare')
     if iters < 1 or warmup < 0: raise UserError(f'--iters must be at least 1 and --warmup at least 0; got {iters}, {warmup}')
     if threads > 0: torch.set_num_threads(threads)
     dev = get_device(device)
     B = batch_size or (32 if mode == 'generate' else 8)
     if B < 1: raise UserError(f'--batch_size must be at least 1, got {B}')
     vocab, impls = bench_vocab(), (['ours', 'published'] if compare else [impl])
-    cfgs = {k: bench_config(config, amp if k == 'ours' else 'none', str(dev)) for k in impls}
+    cfgs = {k: bench_config(config, amp, str(dev), recompute_crn) if k == 'ours' else bench_config(config, 'none', str(dev))
+            for k in impls}
     batch = random_batch(cfgs[impls[0]], vocab, B, device=dev)
     fast = dict(compile=compile, channels_last=channels_last)
     if mode == 'train':
@@ -252,11 +222,19 @@ def run_bench(config:str='coco64', batch_size:int=None, iters:int=5, device:str=
     secs = time_interleaved(fns, iters, warmup, dev)
     res = {}
     for k in impls:
-        res[k] = dict(sec_per_step=secs[k], imgs_per_s=B / secs[k], peak_mb=peak_mb(fns[k], dev))
+        held = held_mb(*vars(fns[k].nets).values()) if mode == 'train' else 0.0
+        res[k] = dict(sec_per_step=secs[k], imgs_per_s=B / secs[k], peak_mb=held + peak_mb(fns[k], dev), held_grads_mb=held)
         if mode == 'train': res[k]['layout_peak_mb'] = layout_peak_mb(cfgs[k], batch, k, dev)
         if mode == 'generate': res[k]['latency_s'] = secs[k + '@1']
+    if mode == 'train':  # model FLOPs: ours, eager, nothing recomputed
+        flops = step_flops(make_step(bench_config(config, amp, str(dev)), vocab, batch, channels_last=channels_last))
+        peak = peak_tflops(dev, amp)
+        for r in res.values():
+            r.update(gflop_per_step=flops / 1e9, tflops=flops / r['sec_per_step'] / 1e12)
+            r['mfu'] = None if peak is None else r['tflops'] / peak
     out = dict(mode=mode, config=config, impl=impls[0], batch_size=B, device=str(dev), threads=torch.get_num_threads(),
                amp=amp, compile=compile, channels_last=channels_last, fused_adam=fused and mode == 'train', iters=iters,
+               recompute_crn=recompute_crn, peak_tflops=peak_tflops(dev, amp) if mode == 'train' else None,
                memory_meter='cuda.max_memory_allocated' if dev.type == 'cuda' else 'torch.profiler', torch=torch.__version__,
                **res[impls[0]])
     if compare:
@@ -282,7 +260,8 @@ def main(config:str='coco64',      # coco64, small64 or tiny
          threads:int=0,            # torch threads (0: torch's default)
          channels_last:int=1,      # 1: channels_last convolutions (ours)
          fused_adam:int=1,         # 1: fused Adam (ours)
+         recompute_crn:int=0,      # the last K refinement modules recompute their activations in backward (ours)
         ):
     "Benchmark the sg2im training step or generator; prints one JSON line."
     print(json.dumps(run_bench(config, batch_size, iters, device, amp, compile, mode, impl, compare, threads, warmup,
-                               bool(channels_last), bool(fused_adam))))
+                               bool(channels_last), bool(fused_adam), recompute_crn)))

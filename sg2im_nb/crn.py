@@ -6,9 +6,11 @@ Docs: https://sg2im-nb.github.io/sg2im_nb/crn.html.md"""
 
 # %% ../nbs/04_crn.ipynb #24d254cd
 from __future__ import annotations
+import contextlib
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
+from torch.utils.checkpoint import checkpoint
 from .core import UserError
 from .layers import get_activation, get_normalization_2d
 
@@ -45,8 +47,8 @@ class RefinementModule(nn.Module):
                  activation:str='leakyrelu'): # see `get_activation`
         super().__init__()
         layers = [_conv3x3(layout_dim + input_dim, output_dim), get_normalization_2d(output_dim, normalization),
-                  get_activation(activation), _conv3x3(output_dim, output_dim),
-                  get_normalization_2d(output_dim, normalization), get_activation(activation)]
+                  get_activation(activation, inplace=True), _conv3x3(output_dim, output_dim),
+                  get_normalization_2d(output_dim, normalization), get_activation(activation, inplace=True)]
         self.net = nn.Sequential(*[l for l in layers if l is not None])
 
     def forward(self, layout:Tensor, # (N, L, HH, WW), HH = f * H and WW = f * W
@@ -61,14 +63,15 @@ class RefinementNetwork(nn.Module):
     "Cascaded refinement network: layout (N, L, H, W) -> image (N, 3, H, W)."
     def __init__(self, dims:tuple, # (L, d1, ..., dk): layout channels, then the channels of each of the k modules
                  normalization:str='instance', # batch, instance or none
-                 activation:str='leakyrelu'): # see `get_activation`
+                 activation:str='leakyrelu', # see `get_activation`
+                 recompute:int=0): # the last `recompute` modules run again in the backward pass instead of storing activations
         super().__init__()
         if len(dims) < 2: raise UserError(f'refinement network dims {tuple(dims)} need the layout size and at least one module size')
-        self.layout_dim = dims[0]
+        self.layout_dim, self.recompute = dims[0], recompute
         self.refinement_modules = nn.ModuleList([
             RefinementModule(dims[0], 1 if i == 1 else dims[i - 1], dims[i], normalization=normalization,
                              activation=activation) for i in range(1, len(dims))])
-        out = [_conv3x3(dims[-1], dims[-1]), get_activation(activation), nn.Conv2d(dims[-1], 3, kernel_size=1)]
+        out = [_conv3x3(dims[-1], dims[-1]), get_activation(activation, inplace=True), nn.Conv2d(dims[-1], 3, kernel_size=1)]
         nn.init.kaiming_normal_(out[2].weight)
         self.output_conv = nn.Sequential(*out)
 
@@ -85,7 +88,22 @@ class RefinementNetwork(nn.Module):
             raise UserError(f'image size {H}x{W} does not work with {k} refinement (CRN) modules: '
                             f'height and width must be multiples of 2**{k} = {2 ** k}')
         feats = torch.zeros(N, 1, h, w, dtype=layout.dtype, device=layout.device)
-        for mod in self.refinement_modules:
-            if feats.shape[-1] < W: feats = F.interpolate(feats, scale_factor=2, mode='nearest')
-            feats = mod(layout, feats)
+        for i in range(k):
+            if i < k - self.recompute or not torch.is_grad_enabled(): feats = self._refine(i, layout, feats)
+            else: feats = checkpoint(self._refine, i, layout, feats, use_reentrant=False,
+                                     context_fn=lambda: (contextlib.nullcontext(), _buffers_kept(self.refinement_modules[i])))
         return self.output_conv(feats)
+
+    def _refine(self, i:int, layout:Tensor, feats:Tensor) -> Tensor:
+        "Module `i` on the features upsampled to its size."
+        if feats.shape[-1] < layout.shape[-1]: feats = F.interpolate(feats, scale_factor=2, mode='nearest')
+        return self.refinement_modules[i](layout, feats)
+
+@contextlib.contextmanager
+def _buffers_kept(module:nn.Module):
+    "Put `module`'s buffers back on exit: a recomputation must not update the batch-norm running statistics twice."
+    saved = [b.clone() for b in module.buffers()]
+    try: yield
+    finally:
+        with torch.no_grad():
+            for b, v in zip(module.buffers(), saved): b.copy_(v)

@@ -106,10 +106,18 @@ class AcCropDiscriminator(nn.Module):
         self.discriminator = AcDiscriminator(vocab, arch, normalization, activation, padding, pooling)
         self.object_size = object_size
 
-    def forward(self, imgs:Tensor, # (N, 3, H, W)
+    def crop(self, imgs:Tensor, # (N, 3, H, W)
+             boxes:Tensor, # (O, 4) boxes in [0, 1]
+             obj_to_img:Tensor, # (O,) image of each object
+            ) -> Tensor: # (O, 3, S, S) crops, S = object_size
+        "The object crops this discriminator scores."
+        return crop_bbox_batch(imgs, boxes, obj_to_img, self.object_size)
+
+    def forward(self, imgs:Tensor|None, # (N, 3, H, W); unused when `crops` is given
                 objs:Tensor, # (O,) object categories
-                boxes:Tensor, # (O, 4) boxes in [0, 1]
-                obj_to_img:Tensor, # (O,) image of each object
+                boxes:Tensor|None=None, # (O, 4) boxes in [0, 1]
+                obj_to_img:Tensor|None=None, # (O,) image of each object
+                crops:Tensor|None=None, # (O, 3, S, S) crops made earlier by `crop` (saves cropping again)
                ) -> tuple: # (real_scores (O, 1), ac_loss scalar)
-        crops = crop_bbox_batch(imgs, boxes, obj_to_img, self.object_size)
+        if crops is None: crops = self.crop(imgs, boxes, obj_to_img)
         return self.discriminator(crops, objs)

@@ -18,14 +18,15 @@ __all__ = ['ACTIVATION_NAMES', 'NORMALIZATION_NAMES', 'get_activation', 'publish
 ACTIVATION_NAMES = ('relu', 'leakyrelu', 'leakyrelu-<slope>', 'elu')
 
 def get_activation(name:str, # relu, leakyrelu, leakyrelu-<slope> (e.g. leakyrelu-0.2) or elu
+                   inplace:bool=False, # overwrite the input (only where nothing else needs it; saves memory)
                   ) -> nn.Module:
     "A fresh activation module for `name`."
     key = str(name).strip().lower()
-    if key == 'relu': return nn.ReLU()
-    if key == 'elu': return nn.ELU()
-    if key == 'leakyrelu': return nn.LeakyReLU()
+    if key == 'relu': return nn.ReLU(inplace=inplace)
+    if key == 'elu': return nn.ELU(inplace=inplace)
+    if key == 'leakyrelu': return nn.LeakyReLU(inplace=inplace)
     if key.startswith('leakyrelu-'):
-        try: return nn.LeakyReLU(negative_slope=float(key[len('leakyrelu-'):]))
+        try: return nn.LeakyReLU(negative_slope=float(key[len('leakyrelu-'):]), inplace=inplace)
         except ValueError: pass
     raise UserError(f"unknown activation {name!r}; use one of {', '.join(ACTIVATION_NAMES)} (e.g. leakyrelu-0.2)")
 

@@ -15,7 +15,7 @@ from .core import UserError, cli_errors, get_device
 from .checkpoint import load_checkpoint, save_checkpoint
 from .model import Sg2ImModel
 from .train_config import TrainConfig, make_config, parse_config
-from .train_step import Nets, Optims, build_nets, build_optims, train_step, check_model, make_scaler, unwrap
+from .train_step import Nets, Optims, build_nets, build_optims, make_adam, train_step, check_model, make_scaler, unwrap
 from .train_utils import (build_datasets, ResumableSampler, make_loader, new_checkpoint, split_checkpoint,
                                   check_checkpoint_vocab, as_loaded, get_rng_state, set_rng_state, plot_losses, sample_sheet,
                                   append_metrics, truncate_metrics, _atomic_png)
@@ -67,6 +67,7 @@ def prepare(cfg:TrainConfig, rank:int=0, world:int=1, device='cpu') -> dict:
     nets, kwargs = build_nets(cfg, vocab)
     if start is not None:
         nets.model = Sg2ImModel(**start['model_kwargs']).train()
+        nets.model.refinement_net.recompute = cfg.recompute_crn
         if tuple(nets.model.image_size) != tuple(cfg.image_size):
             raise UserError(f'--checkpoint_start_from makes {nets.model.image_size} images but --image_size is {cfg.image_size}; make them equal')
         _load_state(nets.model, start['model_state'], 'model_state', cfg.checkpoint_start_from)
@@ -158,7 +159,7 @@ def _train(cfg, rank, world, device, progress):
         for batch in make_loader(st['train_ds'], cfg, sampler=sampler, seed=cfg.seed + epoch, device=device):
             skip += 1
             if t == cfg.eval_mode_after:
-                raw.model.eval(); optims.g = torch.optim.Adam(raw.model.parameters(), lr=cfg.learning_rate)
+                raw.model.eval(); optims.g = make_adam(raw.model, cfg.learning_rate)  # the published fresh Adam
             t += 1
             losses = train_step(nets, optims, batch.to(device, non_blocking=True), cfg, scaler)
             bar.update(1)

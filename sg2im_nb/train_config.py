@@ -88,6 +88,7 @@ class TrainConfig:
     device: str = 'auto'                     # auto, cpu, cuda, cuda:N or mps
     amp: str = 'none'                        # none, bf16 or fp16 (fp16 uses a GradScaler)
     compile: bool = False                    # torch.compile the networks
+    recompute_crn: int = 0                   # the last K refinement modules run again in backward (less memory, slower)
     seed: int = 0
     sync_bn: bool = False                    # multi-GPU: SyncBatchNorm instead of per-process statistics
     shapes_dir: str = '~/.cache/sg2im_nb/shapes'
@@ -156,6 +157,8 @@ def validate_config(cfg:TrainConfig) -> TrainConfig:
         H, W = cfg.image_size
         raise UserError(f'--image_size {H},{W} cannot be reached by the refinement network: with {len(cfg.refinement_network_dims)} '
                         f'modules it must be divisible by {f} (e.g. {max(f, round(H / f) * f)},{max(f, round(W / f) * f)}), or change --refinement_network_dims')
+    if not 0 <= cfg.recompute_crn <= len(cfg.refinement_network_dims):
+        raise UserError(f'--recompute_crn must be between 0 and {len(cfg.refinement_network_dims)} (the number of refinement modules), got {cfg.recompute_crn}')
     if cfg.mask_size & (cfg.mask_size - 1): raise UserError(f'--mask_size must be 0 or a power of two (8, 16, 32), got {cfg.mask_size}')
     for k in ('activation', 'd_activation'): _check_activation(k, getattr(cfg, k))
     if cfg.d_clip is not None and not cfg.d_clip > 0: raise UserError(f'--d_clip must be positive, got {cfg.d_clip}')

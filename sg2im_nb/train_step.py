@@ -8,7 +8,7 @@ Docs: https://sg2im-nb.github.io/sg2im_nb/train_step.html.md"""
 from __future__ import annotations
 import math
 from collections import defaultdict
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Optional
 import numpy as np
@@ -24,8 +24,8 @@ from .data.common import Batch, denormalize_images
 from .metrics import box_iou
 
 # %% auto #0
-__all__ = ['AMP_DTYPES', 'Nets', 'Optims', 'unwrap', 'build_nets', 'build_optims', 'autocast', 'make_scaler', 'generator_losses',
-           'train_step', 'to_uint8', 'CheckResult', 'check_model']
+__all__ = ['AMP_DTYPES', 'Nets', 'Optims', 'unwrap', 'build_nets', 'make_adam', 'build_optims', 'autocast', 'make_scaler',
+           'generator_losses', 'train_step', 'to_uint8', 'CheckResult', 'check_model']
 
 # %% ../nbs/21_train_step.ipynb #698da1eb
 @dataclass
@@ -58,17 +58,20 @@ def build_nets(cfg:TrainConfig, vocab:dict, device='cpu') -> tuple:
     model = Sg2ImModel(**mk)
     d_obj = _build('d_obj', AcCropDiscriminator, ok) if ok else None
     d_img = _build('d_img', PatchDiscriminator, ik) if ik else None
+    model.refinement_net.recompute = cfg.recompute_crn
     nets = Nets(*(m.to(device).train() if m is not None else None for m in (model, d_obj, d_img)))
     return nets, (mk, ok, ik)
 
+def make_adam(m:nn.Module|None, lr:float) -> torch.optim.Adam|None:
+    "A fresh Adam (published defaults, learning rate `lr`) over the parameters of `m` (None for None)."
+    if m is None: return None
+    params = list(m.parameters())
+    fused = all(p.device.type in ('cpu', 'cuda') and p.dtype.is_floating_point for p in params)
+    return torch.optim.Adam(params, lr=lr, fused=fused)  # fused: one kernel for all parameters, same update rule
+
 def build_optims(nets:Nets, lr:float) -> Optims:
-    "A fresh Adam (published defaults, learning rate `lr`) for each network."
-    def adam(m):
-        if m is None: return None
-        params = list(m.parameters())
-        fused = all(p.device.type in ('cpu', 'cuda') and p.dtype.is_floating_point for p in params)
-        return torch.optim.Adam(params, lr=lr, fused=fused)  # fused: one kernel for all parameters, same update rule
-    return Optims(adam(nets.model), adam(nets.d_obj), adam(nets.d_img))
+    "A fresh Adam for each network."
+    return Optims(make_adam(nets.model, lr), make_adam(nets.d_obj, lr), make_adam(nets.d_img, lr))
 
 # %% ../nbs/21_train_step.ipynb #2928db20
 AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
@@ -107,9 +110,9 @@ def _all_finite(total) -> bool:
     return bool(ok.item())
 
 def _update(loss, opt, scaler):
-    opt.zero_grad(set_to_none=True)
     if scaler is None: loss.backward(); opt.step()
     else: scaler.scale(loss).backward(); scaler.step(opt)
+    opt.zero_grad(set_to_none=True)  # free the gradients now, not just before the next backward pass
 
 def _clip(cfg, d):
     if cfg.gan_loss_type == 'wgan' and cfg.d_clip is not None:
@@ -121,6 +124,15 @@ def _floats(losses:dict) -> dict:
     vals = torch.stack([v.detach().float().reshape(()) for v in losses.values()]).tolist()
     return dict(zip(losses, vals))
 
+@contextmanager
+def _frozen(*modules):
+    "Within the block the parameters of `modules` need no gradients (those that needed them need them again after)."
+    params = [p for m in modules if m is not None for p in m.parameters() if p.requires_grad]
+    for p in params: p.requires_grad_(False)
+    try: yield
+    finally:
+        for p in params: p.requires_grad_(True)
+
 def train_step(nets:Nets,         # generator and discriminators, in training mode (the generator may be in eval mode)
                optims:Optims,     # their optimizers
                batch:Batch,       # a batch on the networks' device
@@ -131,12 +143,13 @@ def train_step(nets:Nets,         # generator and discriminators, in training mo
     g_loss_fn, d_loss_fn = get_gan_losses(cfg.gan_loss_type)
     dev, amp = batch.imgs.device, autocast(batch.imgs.device, cfg.amp)
     d_obj, d_img = nets.d_obj, nets.d_img
-    with amp:
+    with _frozen(d_obj, d_img), amp:  # plain modules here, without weight gradients (see above)
         out = nets.model(batch.objs, batch.triples, batch.obj_to_img, boxes_gt=batch.boxes, masks_gt=batch.masks,
                         num_images=batch.num_images)  # known N: no device sync in the layout
         total, losses = generator_losses(cfg, batch, out)
-        if d_obj is not None:  # plain modules here: their gradients are thrown away before their own update
-            scores_fake, ac_loss = unwrap(d_obj)(out.imgs, batch.objs, batch.boxes, batch.obj_to_img)
+        if d_obj is not None:
+            crops_fake = unwrap(d_obj).crop(out.imgs, batch.boxes, batch.obj_to_img)
+            scores_fake, ac_loss = unwrap(d_obj)(None, batch.objs, crops=crops_fake)
             losses['ac_loss'] = ac_loss = ac_loss.float() * cfg.ac_loss_weight
             losses['g_gan_obj_loss'] = g = g_loss_fn(scores_fake.float()) * (cfg.discriminator_loss_weight * cfg.d_obj_weight)
             total = total + ac_loss + g
@@ -145,11 +158,11 @@ def train_step(nets:Nets,         # generator and discriminators, in training mo
             total = total + g
     losses['total_loss'] = total
     if not _all_finite(total): return _floats(losses)
-    _update(total.sum(), optims.g, scaler)
+    with _frozen(d_obj, d_img): _update(total.sum(), optims.g, scaler)
     fake = out.imgs.detach()
     if d_obj is not None:
         with amp:
-            scores_fake, ac_fake = d_obj(fake, batch.objs, batch.boxes, batch.obj_to_img)
+            scores_fake, ac_fake = d_obj(None, batch.objs, crops=crops_fake.detach())  # the crops of `fake`
             scores_real, ac_real = d_obj(batch.imgs, batch.objs, batch.boxes, batch.obj_to_img)
             gan = d_loss_fn(scores_real.float(), scores_fake.float())
             losses.update(d_obj_gan_loss=gan, d_ac_loss_real=ac_real.float(), d_ac_loss_fake=ac_fake.float())
@@ -184,7 +197,7 @@ def check_model(cfg:TrainConfig, model:nn.Module, loader, device) -> CheckResult
     with autocast(device, cfg.amp):
         for batch in loader:
             b = batch.to(device)
-            out = model(b.objs, b.triples, b.obj_to_img, boxes_gt=b.boxes, masks_gt=b.masks)
+            out = model(b.objs, b.triples, b.obj_to_img, boxes_gt=b.boxes, masks_gt=b.masks, num_images=b.num_images)
             total, losses = generator_losses(cfg, b, out)
             losses['total_loss'] = total
             for k, v in _floats(losses).items(): all_losses[k].append(v)

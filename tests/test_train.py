@@ -81,6 +81,16 @@ def test_bf16_run(shapes, tmp_path):
     assert all(np.isfinite(v).all() for v in ck['losses'].values()) and np.isfinite(ck['val_losses']['total_loss']).all()
 
 
+def test_recompute_crn_same_training(shapes, tmp_path):
+    "--recompute_crn: the same losses and weights as without it, through the whole loop."
+    cks = [train(make_config('tiny', device='cpu', shapes_dir=str(shapes), output_dir=str(tmp_path / str(k)), recompute_crn=k,
+                             num_iterations=3, print_every=1, checkpoint_every=3), progress=False) for k in (0, 3)]
+    assert cks[1]['args']['recompute_crn'] == 3
+    for name, vals in cks[0]['losses'].items(): np.testing.assert_allclose(cks[1]['losses'][name], vals, rtol=1e-4, atol=1e-6)
+    for k, v in cks[0]['model_state'].items():
+        torch.testing.assert_close(cks[1]['model_state'][k].float(), v.float(), rtol=1e-4, atol=1e-5)
+
+
 def test_overfit_one_batch(shapes):
     "In-process: a few dozen steps on one fixed batch bring the pixel loss down."
     cfg = make_config('tiny', shapes_dir=str(shapes))
