@@ -17,7 +17,7 @@ from .data.coco import CocoSceneGraphDataset
 from .data.vg import VgSceneGraphDataset
 from .metrics import box_iou, relation_satisfaction, inception_score, fid
 from .classifier import load_classifier, object_classes, object_crops, predict_crops
-from .inference import default_checkpoint_path, untrained_shapes_model, save_png, to_uint8_image
+from .inference import default_checkpoint, default_checkpoint_path, untrained_shapes_model, save_png, to_uint8_image
 from .train_config import TrainConfig
 from .train_utils import ensure_shapes, vocab_mismatch
 from .vis import image_grid
@@ -180,9 +180,9 @@ def load_generator(checkpoint, dataset:str, device) -> tuple:
     "(model or None, description) for `--checkpoint` (None: the shipped shapes model or its untrained stand-in)."
     if checkpoint not in (None, ''): return build_model(checkpoint, device=device), str(checkpoint)
     if dataset != 'shapes': raise UserError(f'--checkpoint is required for --dataset {dataset} (the default model is the shapes one)')
-    path = default_checkpoint_path()
-    if path.is_file(): return build_model(path, device=device), str(path)
-    print(f'note: {path.name} not found; evaluating an UNTRAINED stand-in generator (numbers are a floor, not results)', file=sys.stderr)
+    path = default_checkpoint()
+    if path is not None: return build_model(path, device=device), str(path)
+    print(f'note: {default_checkpoint_path().name} not found; evaluating an UNTRAINED stand-in generator (numbers are a floor, not results)', file=sys.stderr)
     return untrained_shapes_model(device), 'untrained stand-in (no data/models/shapes64.pt)'
 
 def _open(checkpoint, dataset, layout, device, real, shapes_dir, data_kw):

@@ -22,8 +22,8 @@ from .vis import draw_scene_graph, draw_layout, overlay_boxes, resize_nearest, i
 
 # %% auto #0
 __all__ = ['SHAPES_PREDICATES', 'SHAPES_MODEL_KWARGS', 'shapes_vocab', 'default_checkpoint_path', 'untrained_shapes_model',
-           'default_model', 'load_scene_graphs', 'check_boxes', 'check_scene_graphs', 'to_uint8_image', 'Generated',
-           'generate', 'layout_picture', 'save_png', 'load_model', 'run_model', 'main']
+           'default_checkpoint', 'default_model', 'load_scene_graphs', 'check_boxes', 'check_scene_graphs',
+           'to_uint8_image', 'Generated', 'generate', 'layout_picture', 'save_png', 'load_model', 'run_model', 'main']
 
 # %% ../nbs/30_inference.ipynb #2ea71515
 SHAPES_PREDICATES = ['__in_image__', 'left of', 'right of', 'above', 'below', 'inside', 'surrounding']
@@ -51,11 +51,16 @@ def untrained_shapes_model(device='cpu', seed:int=0) -> Sg2ImModel:
         model = Sg2ImModel(shapes_vocab(), **SHAPES_MODEL_KWARGS)
     return model.to(device).eval()
 
+def default_checkpoint() -> Path|None:
+    "The checkpoint commands use without `--checkpoint`: `$SG2IM_CHECKPOINT` (it must exist), else the shipped model; None if neither."
+    path = default_checkpoint_path()
+    return path if path.is_file() or os.environ.get('SG2IM_CHECKPOINT') else None
+
 def default_model(device='cpu') -> Sg2ImModel:
     "The shipped shapes model (or `$SG2IM_CHECKPOINT`); an untrained stand-in, with a note, until it exists."
-    path = default_checkpoint_path()
-    if path.is_file() or os.environ.get('SG2IM_CHECKPOINT'): return build_model(path, device=device)
-    print(f'note: {path.name} not found; images come from an untrained model until data/models/shapes64.pt exists')
+    path = default_checkpoint()
+    if path is not None: return build_model(path, device=device)
+    print(f'note: {default_checkpoint_path().name} not found; images come from an untrained model until data/models/shapes64.pt exists')
     return untrained_shapes_model(device)
 
 # %% ../nbs/30_inference.ipynb #8dc57986

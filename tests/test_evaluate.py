@@ -83,6 +83,19 @@ def test_bad_input_cli(world, args, msg):
     assert 'Traceback' not in r.stderr and r.stdout == ''
 
 
+def test_missing_env_checkpoint(world, monkeypatch, capsys):
+    "$SG2IM_CHECKPOINT naming a missing file is an error, as in sg2im-run-model, not a silent untrained stand-in."
+    from sg2im_nb.core import run_cli
+    from sg2im_nb.evaluate import main
+    d, _ = world
+    monkeypatch.setenv('SG2IM_CHECKPOINT', str(d / 'gone.pt'))
+    with pytest.raises(SystemExit) as e:
+        run_cli(main.__wrapped__, ['--shapes_dir', str(d / 'shapes'), '--device', 'cpu', '--output_dir', str(d / 'bad')])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and 'checkpoint not found' in err[0] and 'gone.pt' in err[0], err
+
+
 @pytest.mark.parametrize('args,msg', BAD[2:])
 def test_bad_input(world, args, msg, capsys):
     "The same parser and error path in-process (cheaper than a subprocess each)."
