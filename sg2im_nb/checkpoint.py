@@ -6,7 +6,7 @@ Docs: https://sg2im-nb.github.io/sg2im_nb/checkpoint.html.md"""
 
 # %% ../nbs/08_checkpoint.ipynb #8794ae67
 from __future__ import annotations
-import collections, io, os, pickle, tempfile, zipfile
+import collections, contextlib, io, os, pickle, tempfile, zipfile
 from pathlib import Path
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from .core import UserError
 from .model import Sg2ImModel
 
 # %% auto #0
-__all__ = ['SAFE_GLOBALS', 'safe_load', 'load_checkpoint', 'build_model', 'file_mode', 'save_checkpoint']
+__all__ = ['SAFE_GLOBALS', 'safe_load', 'load_checkpoint', 'build_model', 'file_mode', 'atomic_write', 'save_checkpoint']
 
 # %% ../nbs/08_checkpoint.ipynb #4f172371
 def _numpy_globals() -> list:
@@ -98,18 +98,23 @@ def file_mode(directory:bool=False, # the mode of a new folder rather than a new
     mask = os.umask(0); os.umask(mask)
     return (0o777 if directory else 0o666) & ~mask
 
-def save_checkpoint(obj:dict, path):
-    "Write `obj` to `path` atomically (temporary file in the same folder + fsync + rename)."
+@contextlib.contextmanager
+def atomic_write(path): # the file to write (its folder is made if needed)
+    "Yield a temporary path `.{name}.*.tmp` beside `path`; afterwards it is synced and renamed to `path`, or removed on error."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush(); os.fsync(f.fileno())
-        os.chmod(tmp_name, file_mode())  # mkstemp makes 0600 files; a checkpoint gets the usual permissions
-        os.replace(tmp_name, path)
+        yield Path(tmp)
+        with open(tmp, 'rb+') as f: os.fsync(f.fileno())
+        os.chmod(tmp, file_mode())  # mkstemp makes 0600 files; ours get the usual permissions
+        os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp_name): os.unlink(tmp_name)
+        Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+def save_checkpoint(obj:dict, path) -> Path:
+    "Write `obj` to `path` atomically."
+    with atomic_write(path) as tmp: torch.save(obj, tmp)
+    return Path(path)

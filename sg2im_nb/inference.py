@@ -6,7 +6,7 @@ Docs: https://sg2im-nb.github.io/sg2im_nb/inference.html.md"""
 
 # %% ../nbs/30_inference.ipynb #919db7dd
 from __future__ import annotations
-import json, os, sys, tempfile
+import json, os, sys
 from pathlib import Path
 from typing import NamedTuple, Optional
 import numpy as np
@@ -15,7 +15,7 @@ from PIL import Image
 import sg2im_nb
 from .core import UserError, check_scene_graph, encode_scene_graphs, get_device, script
 from .model import Sg2ImModel
-from .checkpoint import build_model, file_mode
+from .checkpoint import build_model, atomic_write
 from .data.common import denormalize_images
 from .shapes import THING_IDS, STUFF_IDS, OTHER_ID
 from .vis import draw_scene_graph, draw_layout, overlay_boxes, resize_nearest, image_grid
@@ -168,14 +168,7 @@ def save_png(img, path) -> Path:
     "Write a PIL image or (H, W, 3) uint8 array to `path` as PNG, atomically."
     path = Path(path)
     im = img if isinstance(img, Image.Image) else Image.fromarray(np.asarray(img, dtype=np.uint8))
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'wb') as f: im.save(f, format='PNG')
-        os.chmod(tmp, file_mode())  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
+    with atomic_write(path) as tmp: im.save(tmp, format='PNG')
     return path
 
 def load_model(checkpoint=None, device='auto') -> Sg2ImModel:

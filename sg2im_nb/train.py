@@ -145,7 +145,8 @@ def _train(cfg, rank, world, device, progress):
     if scaler is not None and ck.get('scaler_state'): scaler.load_state_dict(ck['scaler_state'])
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        for p in out.glob(f'.{cfg.checkpoint_name}_*.tmp'): p.unlink(missing_ok=True)  # left by a killed save
+        for pat in (f'.{cfg.checkpoint_name}_*.tmp', '.metrics.jsonl.*.tmp'):  # left by a killed write (see `atomic_write`)
+            for p in out.glob(pat): p.unlink(missing_ok=True)
         truncate_metrics(out / 'metrics.jsonl', t)
         if st['restored']: print(f'restored {st["path"]} at t={t} (epoch {epoch})', flush=True)
     nets = Nets(*(_wrap(m, cfg, world, device) for m in (raw.model, raw.d_obj, raw.d_img)))

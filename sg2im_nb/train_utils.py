@@ -17,7 +17,7 @@ from .data.common import collate_scene_graphs
 from .data.coco import CocoSceneGraphDataset
 from .data.vg import VgSceneGraphDataset
 from .shapes import make_shapes_dataset
-from .checkpoint import file_mode
+from .checkpoint import file_mode, atomic_write
 from .vis import image_grid, draw_layout
 
 # %% auto #0
@@ -151,9 +151,8 @@ def set_rng_state(s:dict) -> None:
 
 # %% ../nbs/22_train_utils.ipynb #4dfbd8e7
 def _atomic_png(img, path):
-    path = Path(path); tmp = path.with_name(f'.{path.name}.tmp')
-    img.save(tmp, format='PNG'); os.replace(tmp, path)
-    return path
+    with atomic_write(path) as tmp: img.save(tmp, format='PNG')
+    return Path(path)
 
 def plot_losses(ckpt:dict, path) -> Path:
     "Write the loss curves of a checkpoint dict to `path` (PNG)."
@@ -167,9 +166,9 @@ def plot_losses(ckpt:dict, path) -> Path:
     for ax in axes:
         if ax.lines: ax.legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path); tmp = path.with_name(f'.{path.name}.tmp.png')
-    fig.savefig(tmp, dpi=80); plt.close(fig); os.replace(tmp, path)
-    return path
+    with atomic_write(path) as tmp: fig.savefig(tmp, dpi=80, format='png')
+    plt.close(fig)
+    return Path(path)
 
 def sample_sheet(samples:dict, batch_data:dict, max_images:int=8, image_idx:int=0):
     "A PIL grid: real, true layout, image from it, predicted layout, image from it (one column per image)."
@@ -193,4 +192,4 @@ def truncate_metrics(path, t:int) -> None:
     p = Path(path)
     if not p.is_file(): return
     keep = [l for l in p.read_text().splitlines() if l.strip() and json.loads(l).get('t', 0) <= t]
-    tmp = p.with_name(f'.{p.name}.tmp'); tmp.write_text(''.join(l + '\n' for l in keep)); os.replace(tmp, p)
+    with atomic_write(p) as tmp: tmp.write_text(''.join(l + '\n' for l in keep))

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 from ..core import UserError
+from ..checkpoint import atomic_write
 from .common import Sample, check_path, image_to_float, collate_scene_graphs, sample_rng
 from .coco import coco_triples, mask_centroids
 from .vg import vg_sample_graph
@@ -43,8 +44,7 @@ def build_image_cache(dataset,              # a CocoSceneGraphDataset or VgScene
     dl = torch.utils.data.DataLoader(_Records(dataset), batch_size=16, num_workers=num_workers, collate_fn=list)
     rows = {k: [] for k in ('objs', 'boxes', 'masks', 'rels')}
     n_obj, n_rel = [0], [0]
-    tmp = path.with_name(path.name + '.partial')
-    with h5py.File(tmp, 'w') as f:
+    with atomic_write(path) as tmp, h5py.File(tmp, 'w') as f:  # never a half-written cache under the real name
         imgs = f.create_dataset('images', (N, 3, H, W), dtype=np.uint8, chunks=(1, 3, H, W))
         i = 0
         for recs in tqdm(dl, desc='cache', unit='batch', disable=not progress):
@@ -64,7 +64,6 @@ def build_image_cache(dataset,              # a CocoSceneGraphDataset or VgScene
             f.create_dataset('rel_start', data=np.array(n_rel, dtype=np.int64))
         settings = {k: getattr(dataset, k) for k in ('include_relationships', 'max_objects', 'use_orphaned_objects') if hasattr(dataset, k)}
         f.attrs.update({'kind': kind, 'vocab': json.dumps(dataset.vocab), 'settings': json.dumps(settings), 'image_size': [H, W]})
-    os.replace(tmp, path)  # never leave a half-written cache under the real name
     return path
 
 # %% ../../nbs/15_data_cache.ipynb #b1e3a3ca
