@@ -13,7 +13,7 @@ from torch import nn, Tensor
 from .core import UserError, make_vocab, get_device, script
 from .layout import boxes_to_layout, masks_to_layout
 from .data.common import Batch
-from .train_config import TrainConfig, make_config
+from .train_config import TrainConfig, make_config, PRESETS
 from .train_step import Nets, Optims, build_nets, build_optims, make_scaler, train_step, autocast
 from .published import (published_boxes_to_layout, published_masks_to_layout, published_algorithms,
                                 published_train_step, published_networks, published_adam)
@@ -23,14 +23,13 @@ __all__ = ['BENCH_CONFIGS', 'PEAK_TFLOPS', 'bench_config', 'bench_vocab', 'rando
            'held_mb', 'peak_mb', 'layout_peak_mb', 'peak_tflops', 'step_flops', 'make_generate', 'run_bench', 'main']
 
 # %% ../nbs/50_bench.ipynb #11461310
-_TINY_D = 'C4-16-2,C4-32-2'
+_MODEL_KEYS = ('image_size', 'embedding_dim', 'gconv_dim', 'gconv_hidden_dim', 'gconv_num_layers', 'refinement_network_dims',
+               'mask_size', 'layout_noise_dim', 'd_obj_arch', 'd_img_arch', 'crop_size')
 BENCH_CONFIGS = {
     'coco64': {},  # the published train.py defaults at 64 x 64
     'small64': dict(embedding_dim=64, gconv_dim=64, gconv_hidden_dim=128, gconv_num_layers=3,
                     refinement_network_dims=(256, 128, 64, 32, 16)),
-    'tiny': dict(image_size=(32, 32), embedding_dim=16, gconv_dim=16, gconv_hidden_dim=32, gconv_num_layers=2,
-                 refinement_network_dims=(32, 16, 8), mask_size=8, layout_noise_dim=4, d_obj_arch=_TINY_D,
-                 d_img_arch=_TINY_D, crop_size=16),
+    'tiny': {k: PRESETS['tiny'][k] for k in _MODEL_KEYS},  # the networks of `sg2im-train --preset tiny`
 }
 
 def bench_config(config:str='coco64', # a key of `BENCH_CONFIGS`
@@ -226,15 +225,16 @@ def run_bench(config:str='coco64', batch_size:int=None, iters:int=5, device:str=
         res[k] = dict(sec_per_step=secs[k], imgs_per_s=B / secs[k], peak_mb=held + peak_mb(fns[k], dev), held_grads_mb=held)
         if mode == 'train': res[k]['layout_peak_mb'] = layout_peak_mb(cfgs[k], batch, k, dev)
         if mode == 'generate': res[k]['latency_s'] = secs[k + '@1']
-    if mode == 'train':  # model FLOPs: ours, eager, nothing recomputed
-        flops = step_flops(make_step(bench_config(config, amp, str(dev)), vocab, batch, channels_last=channels_last))
-        peak = peak_tflops(dev, amp)
+    peak = peak_tflops(dev, amp)
+    if mode == 'train':  # model FLOPs: ours, eager, nothing recomputed (a step of that kind, or one more if it was timed)
+        plain = 'ours' in fns and not compile and not recompute_crn
+        flops = step_flops(fns['ours'] if plain else make_step(bench_config(config, amp, str(dev)), vocab, batch, channels_last=channels_last))
         for r in res.values():
             r.update(gflop_per_step=flops / 1e9, tflops=flops / r['sec_per_step'] / 1e12)
             r['mfu'] = None if peak is None else r['tflops'] / peak
     out = dict(mode=mode, config=config, impl=impls[0], batch_size=B, device=str(dev), threads=torch.get_num_threads(),
                amp=amp, compile=compile, channels_last=channels_last, fused_adam=fused and mode == 'train', iters=iters,
-               recompute_crn=recompute_crn, peak_tflops=peak_tflops(dev, amp) if mode == 'train' else None,
+               recompute_crn=recompute_crn, peak_tflops=peak if mode == 'train' else None,
                memory_meter='cuda.max_memory_allocated' if dev.type == 'cuda' else 'torch.profiler', torch=torch.__version__,
                **res[impls[0]])
     if compare:

@@ -11,19 +11,18 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 import numpy as np
 import torch
-from PIL import Image
 import sg2im_nb
 from .core import UserError, check_scene_graph, encode_scene_graphs, get_device, script
 from .model import Sg2ImModel
-from .checkpoint import build_model, atomic_write
+from .checkpoint import build_model
 from .data.common import denormalize_images
 from .shapes import THING_IDS, STUFF_IDS, OTHER_ID
-from .vis import draw_scene_graph, draw_layout, overlay_boxes, resize_nearest, image_grid
+from .vis import draw_scene_graph, draw_layout, overlay_boxes, resize_nearest, image_grid, save_png
 
 # %% auto #0
 __all__ = ['SHAPES_PREDICATES', 'SHAPES_MODEL_KWARGS', 'shapes_vocab', 'default_checkpoint_path', 'untrained_shapes_model',
            'default_checkpoint', 'default_model', 'load_scene_graphs', 'check_boxes', 'check_scene_graphs',
-           'to_uint8_image', 'Generated', 'generate', 'layout_picture', 'save_png', 'load_model', 'run_model', 'main']
+           'to_uint8_image', 'Generated', 'generate', 'layout_picture', 'load_model', 'run_model', 'main']
 
 # %% ../nbs/30_inference.ipynb #2ea71515
 SHAPES_PREDICATES = ['__in_image__', 'left of', 'right of', 'above', 'below', 'inside', 'surrounding']
@@ -164,13 +163,6 @@ def layout_picture(r:Generated, # one result of `generate`
     return overlay_boxes(img.astype(np.uint8), r.boxes, labels=r.objs)
 
 # %% ../nbs/30_inference.ipynb #b7f22126
-def save_png(img, path) -> Path:
-    "Write a PIL image or (H, W, 3) uint8 array to `path` as PNG, atomically."
-    path = Path(path)
-    im = img if isinstance(img, Image.Image) else Image.fromarray(np.asarray(img, dtype=np.uint8))
-    with atomic_write(path) as tmp: im.save(tmp, format='PNG')
-    return path
-
 def load_model(checkpoint=None, device='auto') -> Sg2ImModel:
     "The generator of `checkpoint` (a path) on `device`; the default model when `checkpoint` is None."
     dev = get_device(device)

@@ -18,7 +18,8 @@ from .train_config import TrainConfig, make_config, parse_config
 from .train_step import Nets, Optims, build_nets, build_optims, make_adam, train_step, check_model, make_scaler, unwrap
 from .train_utils import (build_datasets, ResumableSampler, make_loader, new_checkpoint, split_checkpoint,
                                   check_checkpoint_vocab, as_loaded, get_rng_state, set_rng_state, plot_losses, sample_sheet,
-                                  append_metrics, truncate_metrics, _atomic_png)
+                                  append_metrics, truncate_metrics)
+from .vis import save_png
 
 # %% auto #0
 __all__ = ['setup_distributed', 'prepare', 'train', 'main']
@@ -123,7 +124,7 @@ def _write_checkpoint(cfg, st, raw, optims, scaler, t, epoch, batch_in_epoch, ra
     plot_losses(ck, out / f'{cfg.checkpoint_name}_losses.png')
     image_idx = st['vocab']['object_name_to_idx'].get('__image__', 0)
     for split, res in (('train', tr), ('val', va)):
-        _atomic_png(sample_sheet(res.samples, res.batch_data, image_idx=image_idx), out / f'{cfg.checkpoint_name}_{split}_samples.png')
+        save_png(sample_sheet(res.samples, res.batch_data, image_idx=image_idx), out / f'{cfg.checkpoint_name}_{split}_samples.png')
     append_metrics(out / 'metrics.jsonl', {'t': t, 'epoch': epoch, 'kind': 'val', 'train_iou': tr.avg_iou, 'val_iou': va.avg_iou,
                                            **{f'val_{k}': v for k, v in va.losses.items()}})
     return va

@@ -143,22 +143,23 @@ def train_step(nets:Nets,         # generator and discriminators, in training mo
     g_loss_fn, d_loss_fn = get_gan_losses(cfg.gan_loss_type)
     dev, amp = batch.imgs.device, autocast(batch.imgs.device, cfg.amp)
     d_obj, d_img = nets.d_obj, nets.d_img
-    with _frozen(d_obj, d_img), amp:  # plain modules here, without weight gradients (see above)
-        out = nets.model(batch.objs, batch.triples, batch.obj_to_img, boxes_gt=batch.boxes, masks_gt=batch.masks,
-                        num_images=batch.num_images)  # known N: no device sync in the layout
-        total, losses = generator_losses(cfg, batch, out)
-        if d_obj is not None:
-            crops_fake = unwrap(d_obj).crop(out.imgs, batch.boxes, batch.obj_to_img)
-            scores_fake, ac_loss = unwrap(d_obj)(None, batch.objs, crops=crops_fake)
-            losses['ac_loss'] = ac_loss = ac_loss.float() * cfg.ac_loss_weight
-            losses['g_gan_obj_loss'] = g = g_loss_fn(scores_fake.float()) * (cfg.discriminator_loss_weight * cfg.d_obj_weight)
-            total = total + ac_loss + g
-        if d_img is not None:
-            losses['g_gan_img_loss'] = g = g_loss_fn(unwrap(d_img)(out.imgs).float()) * (cfg.discriminator_loss_weight * cfg.d_img_weight)
-            total = total + g
-    losses['total_loss'] = total
-    if not _all_finite(total): return _floats(losses)
-    with _frozen(d_obj, d_img): _update(total.sum(), optims.g, scaler)
+    with _frozen(d_obj, d_img):  # plain modules here, without weight gradients (see above)
+        with amp:
+            out = nets.model(batch.objs, batch.triples, batch.obj_to_img, boxes_gt=batch.boxes, masks_gt=batch.masks,
+                            num_images=batch.num_images)  # known N: no device sync in the layout
+            total, losses = generator_losses(cfg, batch, out)
+            if d_obj is not None:
+                crops_fake = unwrap(d_obj).crop(out.imgs, batch.boxes, batch.obj_to_img)
+                scores_fake, ac_loss = unwrap(d_obj)(None, batch.objs, crops=crops_fake)
+                losses['ac_loss'] = ac_loss = ac_loss.float() * cfg.ac_loss_weight
+                losses['g_gan_obj_loss'] = g = g_loss_fn(scores_fake.float()) * (cfg.discriminator_loss_weight * cfg.d_obj_weight)
+                total = total + ac_loss + g
+            if d_img is not None:
+                losses['g_gan_img_loss'] = g = g_loss_fn(unwrap(d_img)(out.imgs).float()) * (cfg.discriminator_loss_weight * cfg.d_img_weight)
+                total = total + g
+        losses['total_loss'] = total
+        if not _all_finite(total): return _floats(losses)
+        _update(total.sum(), optims.g, scaler)
     fake = out.imgs.detach()
     if d_obj is not None:
         with amp:

@@ -13,12 +13,12 @@ import numpy as np
 import torch
 from .core import UserError, check_vocab
 from .train_config import TrainConfig, config_to_args
-from .data.common import collate_scene_graphs
+from .data.common import collate_scene_graphs, read_json
 from .data.coco import CocoSceneGraphDataset
 from .data.vg import VgSceneGraphDataset
 from .shapes import make_shapes_dataset
 from .checkpoint import file_mode, atomic_write
-from .vis import image_grid, draw_layout
+from .vis import image_grid, draw_layout, save_png
 
 # %% auto #0
 __all__ = ['SHAPES_COUNTS', 'HISTORY_KEYS', 'STATE_KEYS', 'ensure_shapes', 'coco_files', 'build_datasets', 'ResumableSampler',
@@ -59,7 +59,6 @@ def build_datasets(cfg:TrainConfig) -> tuple:
     if cfg.dataset == 'vg':
         kw = dict(image_dir=cfg.vg_image_dir, image_size=cfg.image_size, max_objects=cfg.max_objects_per_image,
                   use_orphaned_objects=cfg.vg_use_orphaned_objects, include_relationships=cfg.include_relationships, seed=cfg.seed)
-        from sg2im_nb.data.common import read_json
         vocab = check_vocab(read_json(cfg.vocab_json, 'vocab_json'))
         train = VgSceneGraphDataset(vocab, cfg.train_h5, max_samples=cfg.num_train_samples, **kw)
         val = VgSceneGraphDataset(vocab, cfg.val_h5, max_samples=cfg.num_val_samples, **kw)
@@ -150,10 +149,6 @@ def set_rng_state(s:dict) -> None:
     if 'cuda' in s and torch.cuda.is_available() and len(s['cuda']) == torch.cuda.device_count(): torch.cuda.set_rng_state_all(s['cuda'])
 
 # %% ../nbs/22_train_utils.ipynb #4dfbd8e7
-def _atomic_png(img, path):
-    with atomic_write(path) as tmp: img.save(tmp, format='PNG')
-    return Path(path)
-
 def plot_losses(ckpt:dict, path) -> Path:
     "Write the loss curves of a checkpoint dict to `path` (PNG)."
     import matplotlib; matplotlib.use('Agg', force=False)

@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 from .core import UserError
+from .checkpoint import atomic_write
 
 # %% auto #0
-__all__ = ['color_for', 'scene_graph_to_dot', 'draw_scene_graph', 'resize_nearest', 'draw_layout', 'overlay_boxes', 'image_grid']
+__all__ = ['color_for', 'scene_graph_to_dot', 'draw_scene_graph', 'resize_nearest', 'draw_layout', 'overlay_boxes', 'image_grid',
+           'save_png']
 
 # %% ../nbs/09_vis.ipynb #2e954f92
 def color_for(i:int, # object index
@@ -152,3 +154,11 @@ def image_grid(images,          # list of (H, W, 3) uint8 arrays, or (N, 3, H, W
         r, c = divmod(k, ncols)
         grid[pad + r * (h + pad):pad + r * (h + pad) + x.shape[0], pad + c * (w + pad):pad + c * (w + pad) + x.shape[1]] = x
     return Image.fromarray(grid)
+
+# %% ../nbs/09_vis.ipynb #c70dcb70
+def save_png(img, # a PIL image or an (H, W, 3) uint8 array
+             path) -> Path:
+    "Write `img` to `path` as PNG, atomically."
+    im = img if isinstance(img, Image.Image) else Image.fromarray(np.asarray(img, dtype=np.uint8))
+    with atomic_write(path) as tmp: im.save(tmp, format='PNG')
+    return Path(path)
