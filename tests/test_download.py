@@ -1,13 +1,28 @@
 "Tests of sg2im_nb.download against a local HTTP server on 127.0.0.1 (nothing reaches the internet)."
-import hashlib, io, os, re, socket, subprocess, sys, threading, zipfile
+import hashlib, io, json, os, re, socket, subprocess, sys, threading, zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 import pytest
 from sg2im_nb.core import run_cli
-from sg2im_nb.download import COLLECTIONS, DownloadError, Resource, download, fetch, main, unpack
+from sg2im_nb.download import COLLECTIONS, MANIFEST, DownloadError, Resource, download, fetch, main, unpack, read_manifest
 
 MODEL = '/sg2im-data/small/coco64.pt'
-BLOB = os.urandom(50_000)
+
+
+def _checkpoint(dim=8) -> bytes:
+    "A real (small) sg2im checkpoint: what the structural check accepts."
+    import torch
+    from sg2im_nb.core import make_vocab
+    from sg2im_nb.model import Sg2ImModel
+    torch.manual_seed(0)
+    m = Sg2ImModel(make_vocab(['__image__', 'cat', 'dog'], ['__in_image__', 'on']), image_size=(16, 16), embedding_dim=dim,
+                   gconv_dim=16, gconv_hidden_dim=32, gconv_num_layers=1, refinement_dims=(32, 16), mask_size=0)
+    buf = io.BytesIO(); torch.save({'model_kwargs': m.model_kwargs, 'model_state': m.state_dict()}, buf)
+    return buf.getvalue()
+
+
+BLOB = _checkpoint()
+N = len(BLOB)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -16,14 +31,18 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         srv, rng = self.server, self.headers.get('Range')
-        srv.log.append((self.path, rng))
+        srv.log.append((self.path, rng)); srv.if_range.append(self.headers.get('If-Range'))
         data = srv.files.get(self.path)
         if data is None: return self.send_error(404)
+        etag = f'"{hashlib.sha256(data).hexdigest()[:16]}"'
+        if self.headers.get('If-Range') not in (None, etag): rng = None  # changed since: the whole file, 200
         start = int(re.match(r'bytes=(\d+)-', rng).group(1)) if rng else 0
         if start >= len(data) and rng:
             self.send_response(416); self.send_header('Content-Range', f'bytes */{len(data)}')
             self.send_header('Content-Length', '0'); self.end_headers(); return
         self.send_response(206 if start else 200)
+        self.send_header('Content-Type', srv.types.get(self.path, 'application/octet-stream'))
+        if srv.etags: self.send_header('ETag', etag)
         if start: self.send_header('Content-Range', f'bytes {start}-{len(data) - 1}/{len(data)}')
         self.send_header('Content-Length', str(len(data) - start)); self.end_headers()
         body = data[start:][:srv.drop.pop(self.path, None)]
@@ -36,7 +55,7 @@ class Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server():
     srv = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-    srv.files, srv.drop, srv.log, srv.sent = {MODEL: BLOB}, {}, [], []
+    srv.files, srv.drop, srv.log, srv.sent, srv.if_range, srv.types, srv.etags = {MODEL: BLOB}, {}, [], [], [], {}, True
     srv.url = f'http://127.0.0.1:{srv.server_address[1]}'
     t = threading.Thread(target=srv.serve_forever, kwargs=dict(poll_interval=0.1), daemon=True)
     t.start()
@@ -76,45 +95,110 @@ def test_complete_download_cli(server, tmp_path, capsys):  # in-process (run_cli
 def test_interrupted_then_resumed(server, tmp_path):
     server.drop[MODEL] = 20_000
     res = COLLECTIONS['models'][0]
-    with pytest.raises(DownloadError, match='stopped at 20000 of 50000 bytes.*run the same command again to resume'):
+    with pytest.raises(DownloadError, match=f'stopped at 20000 of {N} bytes.*run the same command again to resume'):
         fetch(res, tmp_path, server.url, progress=False)
     part = tmp_path / 'sg2im-models' / 'coco64.pt.part'
     assert part.stat().st_size == 20_000 and not (tmp_path / 'sg2im-models' / 'coco64.pt').exists()
     assert fetch(res, tmp_path, server.url, progress=False).read_bytes() == BLOB
     assert server.log == [(MODEL, None), (MODEL, 'bytes=20000-')]
-    assert server.sent == [(MODEL, 20_000), (MODEL, 30_000)]  # only the rest was fetched
-    assert not part.exists()
+    assert server.if_range == [None, f'"{hashlib.sha256(BLOB).hexdigest()[:16]}"']  # the validator the server gave
+    assert server.sent == [(MODEL, 20_000), (MODEL, N - 20_000)]  # only the rest was fetched
+    assert not part.exists() and not (tmp_path / 'sg2im-models' / 'coco64.pt.part.json').exists()
+
+
+def test_part_of_another_version_is_not_spliced(server, tmp_path):
+    "The file changed on the server after a broken download: If-Range fails, the whole new file comes."
+    server.drop[MODEL] = 20_000
+    res = COLLECTIONS['models'][0]
+    with pytest.raises(DownloadError, match='resume'): fetch(res, tmp_path, server.url, progress=False)
+    server.files[MODEL] = new = _checkpoint(dim=12)
+    assert fetch(res, tmp_path, server.url, progress=False).read_bytes() == new
+    assert server.log[-1] == (MODEL, 'bytes=20000-') and server.sent[-1] == (MODEL, len(new))
+
+
+def test_part_without_validator_record_restarts(server, tmp_path):
+    "A .part with no .part.json (older version, copied in) is never continued: bytes of unknown origin."
+    part = tmp_path / 'sg2im-models' / 'coco64.pt.part'
+    part.parent.mkdir(parents=True); part.write_bytes(os.urandom(20_000))
+    assert fetch(COLLECTIONS['models'][0], tmp_path, server.url, progress=False).read_bytes() == BLOB
+    assert server.log == [(MODEL, None)]
+
+
+def test_server_without_validators_resumes_by_size(server, tmp_path):
+    server.etags, server.drop[MODEL] = False, 20_000
+    res = COLLECTIONS['models'][0]
+    with pytest.raises(DownloadError, match='resume'): fetch(res, tmp_path, server.url, progress=False)
+    assert fetch(res, tmp_path, server.url, progress=False).read_bytes() == BLOB
+    assert server.log[-1] == (MODEL, 'bytes=20000-') and server.if_range[-1] is None
 
 
 def test_416_and_server_ignoring_range(server, tmp_path):
     part = tmp_path / 'sg2im-models' / 'coco64.pt.part'
     part.parent.mkdir(parents=True)
     part.write_bytes(BLOB)  # complete .part: the server answers 416 and the file is verified
+    side = part.with_name('coco64.pt.part.json')
+    side.write_text(json.dumps({'url': server.url + MODEL, 'total': N}))
     assert fetch(COLLECTIONS['models'][0], tmp_path, server.url, progress=False).read_bytes() == BLOB
-    assert server.log[-1] == (MODEL, 'bytes=50000-')
+    assert server.log[-1] == (MODEL, f'bytes={N}-')
     # a .part longer than the file on the server is deleted
-    part.write_bytes(BLOB + b'xx')
+    part.write_bytes(BLOB + b'xx'); side.write_text(json.dumps({'url': server.url + MODEL}))
     r = Resource(COLLECTIONS['models'][0].url, 'sg2im-models/coco64.pt')
     (tmp_path / r.dest).unlink()
     with pytest.raises(DownloadError, match='deleted'): fetch(r, tmp_path, server.url, progress=False)
     assert not part.exists()
 
 
+@pytest.mark.parametrize('kind', ['html', 'html-as-octets', 'random', 'random-zip'])
+def test_wrong_answers_are_refused(kind, server, tmp_path):
+    "An error page sent with 200 OK, or random bytes of the right length: exit 2, one line, nothing kept."
+    page = b'<!DOCTYPE html>\n<html><body>Service temporarily unavailable</body></html>'
+    path, only = (MODEL, 'coco64') if kind != 'random-zip' else ('/people/rak248/VG_100K_2/images.zip', 'images.zip')
+    server.files[path] = page if kind.startswith('html') else os.urandom(N)
+    if kind == 'html': server.types[path] = 'text/html; charset=utf-8'
+    coll = 'vg' if kind == 'random-zip' else 'models'
+    res = _cli(coll, '--only', only, '--dir', tmp_path, '--base_url', server.url)
+    assert res.returncode == 2 and 'Traceback' not in res.stderr and 'ready' not in res.stdout, res.stderr
+    lines = [l for l in res.stderr.strip().splitlines() if 'B/s]' not in l]  # the progress bar may come first
+    assert len(lines) == 1 and lines[0].startswith('error: '), res.stderr
+    want = {'html': 'answered with an HTML page', 'html-as-octets': 'HTML page', 'random': 'not a usable sg2im checkpoint',
+            'random-zip': 'not a zip archive'}[kind]
+    assert want in lines[0], lines[0]
+    assert not [p for p in tmp_path.rglob('*') if p.is_file()], list(tmp_path.rglob('*'))  # no file, no .part, no manifest
+
+
+def test_manifest_and_reverification(server, tmp_path, capsys):
+    "A verified file is recorded (size, sha256, ETag); the next run hashes it again and notices a change."
+    assert run_cli(main, ['models', '--only', 'coco64', '--dir', str(tmp_path), '--base_url', server.url]) is None
+    rec = read_manifest(tmp_path)['sg2im-models/coco64.pt']
+    assert rec['size'] == N and rec['sha256'] == hashlib.sha256(BLOB).hexdigest() and rec['etag'].startswith('"')
+    p = tmp_path / 'sg2im-models' / 'coco64.pt'
+    data = bytearray(BLOB); data[N // 2] ^= 0xFF; p.write_bytes(bytes(data))  # same size, one byte changed
+    capsys.readouterr()
+    assert run_cli(main, ['models', '--only', 'coco64', '--dir', str(tmp_path), '--base_url', server.url]) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'changed since it was verified' in err and f'delete {p}' in err
+    assert len(server.log) == 1  # never downloaded again behind the user's back
+    # a file placed by hand is checked like a download before it is recorded
+    (tmp_path / MANIFEST).unlink(); p.write_bytes(b'<html>not a model</html>')
+    assert run_cli(main, ['models', '--only', 'coco64', '--dir', str(tmp_path), '--base_url', server.url]) == 2
+    assert 'HTML page' in capsys.readouterr().err
+
+
 def test_truncated_and_corrupt(server, tmp_path):
     url = COLLECTIONS['models'][0].url
     server.drop[MODEL] = 30_000  # truncated body: the connection closes before Content-Length bytes
-    with pytest.raises(DownloadError, match='stopped at 30000 of 50000 bytes; .*a.pt.part is kept'):
+    with pytest.raises(DownloadError, match=f'stopped at 30000 of {N} bytes; .*a.pt.part is kept'):
         fetch(Resource(url, 'a.pt'), tmp_path, server.url, progress=False)
     assert (tmp_path / 'a.pt.part').stat().st_size == 30_000  # kept for resume
-    with pytest.raises(DownloadError, match='the server has 50000 bytes but 60000 are expected'):
-        fetch(Resource(url, 'e.pt', size=60_000), tmp_path, server.url, progress=False)  # table and server disagree
+    with pytest.raises(DownloadError, match=f'the server has {N} bytes but {N + 10} are expected'):
+        fetch(Resource(url, 'e.pt', size=N + 10), tmp_path, server.url, progress=False)  # table and server disagree
     with pytest.raises(DownloadError, match='checksum mismatch'):
         fetch(Resource(url, 'b.pt', sha256='0' * 64), tmp_path, server.url, progress=False)
     assert not (tmp_path / 'b.pt').exists() and not (tmp_path / 'b.pt.part').exists()
     good = hashlib.sha256(BLOB).hexdigest()
     assert fetch(Resource(url, 'c.pt', size=len(BLOB), sha256=good), tmp_path, server.url, progress=False).is_file()
     (tmp_path / 'd.pt').write_bytes(BLOB[:10])  # a complete-looking file of the wrong size
-    with pytest.raises(DownloadError, match='has 10 bytes, expected 50000'):
+    with pytest.raises(DownloadError, match=f'has 10 bytes, expected {N}'):
         fetch(Resource(url, 'd.pt', size=len(BLOB)), tmp_path, server.url, progress=False)
 
 
@@ -164,7 +248,7 @@ def test_zip_layout_and_skip(server, tmp_path, capsys):
     n = len(server.log)
     capsys.readouterr()
     assert run_cli(main, ['coco', '--dir', str(tmp_path), '--base_url', server.url]) is None  # all complete
-    assert capsys.readouterr().out.count('already complete, skipped') == 4
+    assert capsys.readouterr().out.count('already complete, skipped (verified)') == 4
     assert len(server.log) == n  # no request made
 
 
@@ -174,9 +258,12 @@ def test_corrupt_zip_leaves_no_folder(server, tmp_path):
     server.files['/people/rak248/VG_100K_2/images.zip'] = bytes(data)
     res = _cli('vg', '--only', 'images.zip', '--dir', tmp_path, '--base_url', server.url)
     assert res.returncode == 2 and 'Traceback' not in res.stderr
-    assert 'cannot unpack' in res.stderr and 'images.zip' in res.stderr
+    assert 'VG_100K/2.jpg fails its CRC check' in res.stderr and 'images.zip' in res.stderr  # checked before "ready"
     vg = tmp_path / 'datasets' / 'vg'
-    assert sorted(p.name for p in vg.iterdir()) == ['images.zip']  # no images/ folder, no temporary folder
+    assert sorted(p.name for p in vg.iterdir()) == []  # no images/ folder, no temporary folder, no damaged zip kept
+    bad = vg / 'bad.zip'; bad.write_bytes(bytes(data))  # unpack checks the CRCs too
+    with pytest.raises(DownloadError, match='cannot unpack'): unpack(bad, vg / 'images')
+    assert sorted(p.name for p in vg.iterdir()) == ['bad.zip']
     assert sorted(p.name for p in (tmp_path / 'datasets').iterdir()) == ['vg']
     # a good zip afterwards unpacks into datasets/vg/images/VG_100K with its completion marker
     good = tmp_path / 'good.zip'

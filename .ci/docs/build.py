@@ -1,0 +1,260 @@
+"""Turn the notebooks into the markdown pages of the documentation site, without executing them.
+
+Run by `bash .ci/build_docs`, which then builds the site with MkDocs (Material theme) into `_docs/`.
+
+- Every notebook of `nbs/` becomes one page, in file order (`09_vis.ipynb` -> `vis.html`, the URL nbdev would use;
+  `index.ipynb`, the README, is the home page). Cells are rendered with their *stored* outputs: pictures are written
+  next to the page as PNG or JPEG files, markdown outputs (tables) stay markdown, text is shown as text.
+- nbdev directives are honoured: `#| hide` cells are left out, directive lines are not shown.
+- After every `#| export` cell come the docs of what it defines, as nbdev shows them: `nbdev.showdoc.show_doc` of
+  the object imported from the installed package (signature with docments, docstring). Nothing in the notebooks runs.
+- Backticked names of exported functions, classes and notebooks in the prose link to their docs (as nbdev does).
+- Local files a notebook links to (pictures, `data/models/shapes64.md`) are copied in; a linked markdown file
+  becomes a page of its own.
+
+Usage: python .ci/docs/build.py [--out DIR] (default: _proc/site)"""
+import argparse, ast, base64, importlib, json, re, shutil, sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+NBS = ROOT / 'nbs'
+PKG = 'sg2im_nb'
+SECTIONS = {'0': 'The model', '1': 'Data', '2': 'Training', '3': 'Using a model', '4': 'Evaluation',
+            '5': 'Speed', '6': 'Downloads'}
+NO_LINK = {'main', 'train', 'val', 'test'}  # names that prose also uses as plain words
+_re_directive = re.compile(r'^\s*#\|\s*([\w-]+)\s*:?\s*(.*?)\s*$')
+_re_ansi = re.compile(r'\x1b\[[0-9;?]*[ -/]*[@-~]')
+_re_prefix = re.compile(r'^\d+[a-z]?_')
+
+
+def page_name(nb:Path) -> str:
+    "`09_vis.ipynb` -> `vis` (nbdev's page name); `index.ipynb` -> `index`."
+    return _re_prefix.sub('', nb.stem)
+
+
+def split_directives(src:str) -> tuple:
+    "({directive: value}, source without the leading directive lines)."
+    lines, dirs = src.splitlines(), {}
+    while lines and (m := _re_directive.match(lines[0])):
+        dirs[m.group(1)] = m.group(2); lines.pop(0)
+    return dirs, '\n'.join(lines).strip('\n')
+
+
+def fence(text:str, lang:str='') -> str:
+    "A fenced code block that no backtick run inside `text` can close."
+    n = max([3] + [len(m) + 1 for m in re.findall(r'`{3,}', text)])
+    return f"{'`' * n}{lang}\n{text.rstrip()}\n{'`' * n}"
+
+
+def cell_source(cell) -> str:
+    s = cell.get('source', '')
+    return ''.join(s) if isinstance(s, list) else s
+
+
+def defined_names(src:str) -> list:
+    "Public functions and classes defined at the top level of a code cell, `Class.method` for `@patch` (nbdev's rule)."
+    from nbdev.showdoc import showdoc_nm
+    try: tree = ast.parse(src)
+    except SyntaxError: return []
+    return [showdoc_nm(n) for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and not n.name.startswith('_')]
+
+
+def lookup(module, name:str):
+    "`module.name`, following dots (`Class.method`), or None."
+    obj = module
+    for part in name.split('.'):
+        obj = getattr(obj, part, None)
+        if obj is None: return None
+    return obj
+
+
+def show_doc_md(obj, name:str) -> str:
+    "nbdev's show_doc markdown for `obj`, with nbdev's anchor (the lower-case name) and without its GitHub source link."
+    from nbdev.showdoc import show_doc
+    md = show_doc(obj)._repr_markdown_()
+    md = re.sub(r'^\[source\]\(.*$', '', md, flags=re.M)
+    md = re.sub(r'^---\s*$', '', md, count=1, flags=re.M).strip()
+    md = re.sub(r'^(#{2,4}) ' + re.escape(name) + r'\s*$', lambda m: f'{m.group(1)} {name} {{ #{name.lower()} }}', md, count=1, flags=re.M)
+    return f'<div class="nb-doc" markdown="1">\n\n{md}\n\n</div>'
+
+
+class Site:
+    def __init__(self, out:Path):
+        self.out, self.links, self.pages, self.copied = out, {}, [], {}
+
+    # -- pass 1: what every page defines, for the links --------------------------------------------------------------
+    def index_notebook(self, nb_path:Path, nb:dict):
+        page = page_name(nb_path)
+        self.links.setdefault(nb_path.stem, f'{page}.md')
+        for cell in nb['cells']:
+            if cell['cell_type'] != 'code': continue
+            dirs, src = split_directives(cell_source(cell))
+            if 'export' in dirs and 'hide' not in dirs:
+                for full in defined_names(src):
+                    target = f'{page}.md#{full.lower()}'  # nbdev's anchors (see _modidx.py)
+                    for n in {full, full.split('.')[-1]}:
+                        if n in self.links or n in NO_LINK: self.links[n] = None  # defined twice: ambiguous
+                        else: self.links[n] = target
+
+    # -- pass 2: the pages ---------------------------------------------------------------------------------------------
+    def link_names(self, md:str, here:str) -> str:
+        "Link backticked known names outside code blocks and links: `image_grid` -> [`image_grid`](vis.md#image_grid)."
+        def sub(m):
+            name = m.group(2).rstrip('()').split('.')[-1] if m.group(2).startswith(PKG + '.') else m.group(2).rstrip('()')
+            target = self.links.get(name) or self.links.get(m.group(2).rstrip('()'))
+            if m.group(1) or target is None: return m.group(0)
+            if target.split('#')[0] == here and '#' not in target: return m.group(0)
+            return f'[`{m.group(2)}`]({target})'
+        parts = re.split(r'(^`{3,}.*?^`{3,}\s*$)', md, flags=re.M | re.S)
+        for i in range(0, len(parts), 2):
+            parts[i] = re.sub(r'(\[)?`([A-Za-z_][\w.]*(?:\(\))?)`(?!\]|\()', sub, parts[i])
+        return ''.join(parts)
+
+    def local_file(self, target:str, base:Path):
+        "A file of the repository that a notebook links to, or None."
+        if re.match(r'^[a-z]+:', target) or target.startswith('#'): return None
+        for b in (base, ROOT):
+            p = (b / target.split('#')[0]).resolve()
+            if p.is_file() and ROOT in p.parents: return p
+        return None
+
+    def copy_in(self, p:Path) -> str:
+        "Copy a repository file into the site (a markdown file becomes a page); its path inside the site."
+        if p in self.copied: return self.copied[p]
+        rel = 'files/' + p.relative_to(ROOT).as_posix()
+        self.copied[p] = rel
+        dest = self.out / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if p.suffix == '.md':
+            text = self.fix_links(p.read_text(), p.parent, rel)
+            dest.write_text(text)
+            title = next((l[2:].strip() for l in text.splitlines() if l.startswith('# ')), p.stem)
+            self.pages.append(('Files', title, rel))
+        else: shutil.copy2(p, dest)
+        return rel
+
+    def fix_links(self, md:str, base:Path, here:str) -> str:
+        "Links and pictures pointing at notebooks or repository files, rewritten to pages and copied files."
+        up = '../' * here.count('/')
+        def sub(m):
+            target = m.group(2)
+            stem = Path(target.split('#')[0]).stem
+            if target.split('#')[0].endswith('.ipynb') and stem in self.links:
+                frag = '#' + target.split('#', 1)[1] if '#' in target else ''
+                return f'{m.group(1)}({up}{self.links[stem]}{frag})'
+            p = self.local_file(target, base)
+            return m.group(0) if p is None else f'{m.group(1)}({up}{self.copy_in(p)})'
+        return re.sub(r'(!?\[[^\]]*\])\(([^)\s]+)\)', sub, md)
+
+    def widget_text(self, nb:dict, model_id:str):
+        "The text of a stored tqdm progress bar widget (description, percentage, counts), or None."
+        state = ((nb.get('metadata', {}).get('widgets') or {}).get('application/vnd.jupyter.widget-state+json') or {}).get('state', {})
+        box = state.get(model_id, {}).get('state', {})
+        parts = []
+        for ref in box.get('children', []):
+            child = state.get(str(ref).replace('IPY_MODEL_', ''), {})
+            s, kind = child.get('state', {}), child.get('model_name', '')
+            if kind == 'HTMLModel' and s.get('value'): parts.append(re.sub(r'<[^>]+>|&nbsp;', ' ', s['value']).strip())
+            elif kind in ('FloatProgressModel', 'IntProgressModel') and s.get('max'):
+                done = int(20 * s.get('value', 0) / s['max'])
+                parts.append('|' + '█' * done + ' ' * (20 - done) + '|')
+        return ' '.join(p for p in parts if p) or None
+
+    def render_outputs(self, nb:dict, cell:dict, page:str, k:int) -> list:
+        blocks = []
+        for j, out in enumerate(cell.get('outputs', [])):
+            kind = out.get('output_type')
+            if kind == 'stream':
+                text = ''.join(out.get('text', ''))
+                text = '\n'.join(l.split('\r')[-1] for l in _re_ansi.sub('', text).split('\n'))
+                if text.strip(): blocks.append(f'<div class="nb-output nb-{out.get("name", "stdout")}" markdown="1">\n\n{fence(text, "text")}\n\n</div>')
+            elif kind == 'error':
+                tb = _re_ansi.sub('', '\n'.join(out.get('traceback', [])) or f"{out.get('ename')}: {out.get('evalue')}")
+                blocks.append(f'<div class="nb-output nb-error" markdown="1">\n\n{fence(tb, "text")}\n\n</div>')
+            elif kind in ('display_data', 'execute_result'):
+                data = out.get('data', {})
+                pic = next((m for m in ('image/png', 'image/jpeg') if m in data), None)
+                if pic:
+                    rel = f'{page}_files/cell{k:03d}_{j}.{"png" if pic == "image/png" else "jpg"}'
+                    (self.out / rel).parent.mkdir(parents=True, exist_ok=True)
+                    (self.out / rel).write_bytes(base64.b64decode(''.join(data[pic])))
+                    blocks.append(f'<div class="nb-output nb-figure" markdown="1">\n\n![]({rel})\n\n</div>')
+                elif 'text/markdown' in data:
+                    blocks.append(f'<div class="nb-output nb-markdown" markdown="1">\n\n{"".join(data["text/markdown"])}\n\n</div>')
+                elif 'application/vnd.jupyter.widget-view+json' in data:
+                    text = self.widget_text(nb, data['application/vnd.jupyter.widget-view+json'].get('model_id', ''))
+                    if text: blocks.append(f'<div class="nb-output nb-widget" markdown="1">\n\n{fence(text, "text")}\n\n</div>')
+                elif 'text/html' in data:
+                    blocks.append(f'<div class="nb-output nb-html">\n{"".join(data["text/html"])}\n</div>')
+                elif 'text/plain' in data:
+                    blocks.append(f'<div class="nb-output" markdown="1">\n\n{fence(_re_ansi.sub("", "".join(data["text/plain"])), "text")}\n\n</div>')
+        return blocks
+
+    def render_notebook(self, nb_path:Path, nb:dict) -> str:
+        page = page_name(nb_path)
+        here = f'{page}.md'
+        module, blocks = None, []
+        for k, cell in enumerate(nb['cells']):
+            src = cell_source(cell)
+            if cell['cell_type'] == 'markdown':
+                if src.strip(): blocks.append(self.link_names(self.fix_links(src, NBS, here), here))
+                continue
+            if cell['cell_type'] != 'code': continue
+            dirs, code = split_directives(src)
+            if 'default_exp' in dirs: module = importlib.import_module(f'{PKG}.{dirs["default_exp"]}')
+            if 'hide' in dirs or dirs.get('include') == 'false': continue
+            if code.strip() and dirs.get('echo') != 'false':
+                label = f'<div class="nb-exported">exported to <code>{module.__name__}</code></div>\n\n' if 'export' in dirs and module else ''
+                blocks.append(label + fence(code, 'python'))
+            if dirs.get('output') != 'false': blocks += self.render_outputs(nb, cell, page, k)
+            if 'export' in dirs and module is not None:
+                for n in defined_names(code):
+                    obj = lookup(module, n)
+                    if obj is None: raise SystemExit(f'error: {nb_path.name} exports {n}, but {module.__name__} has no {n}; run nbdev-export')
+                    blocks.append(show_doc_md(obj, n))
+        return '\n\n'.join(blocks) + '\n'
+
+    def build(self) -> list:
+        if self.out.exists(): shutil.rmtree(self.out)
+        self.out.mkdir(parents=True)
+        nbs = sorted(p for p in NBS.glob('*.ipynb') if not p.name.startswith(('_', '.')))
+        loaded = {p: json.loads(p.read_text()) for p in nbs}
+        names = [page_name(p) for p in nbs]
+        if len(set(names)) != len(names): raise SystemExit(f'error: two notebooks give the same page name: {sorted(names)}')
+        for p, nb in loaded.items(): self.index_notebook(p, nb)
+        for p, nb in loaded.items():
+            (self.out / f'{page_name(p)}.md').write_text(self.render_notebook(p, nb))
+            title = next((l[2:].strip() for c in nb['cells'] if c['cell_type'] == 'markdown'
+                          for l in cell_source(c).splitlines() if l.startswith('# ')), page_name(p))
+            section = 'Home' if p.stem == 'index' else SECTIONS.get(p.stem[0], 'More')
+            self.pages.append((section, title if p.stem == 'index' else f'{p.stem.split("_")[0]} · {title}', f'{page_name(p)}.md'))
+        return self.pages
+
+
+def nav(pages:list) -> list:
+    "The MkDocs navigation: the home page, then one section per group of notebooks, in notebook order."
+    out, sections = [], {}
+    for section, title, path in pages:
+        if section == 'Home': out.insert(0, {'Home': path}); continue
+        if section not in sections: sections[section] = []; out.append({section: sections[section]})
+        sections[section].append({title: path})
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--out', default=str(ROOT / '_proc' / 'site'), help='folder for the pages and the generated mkdocs.yml')
+    args = ap.parse_args()
+    out = Path(args.out).resolve()
+    sys.path.insert(0, str(ROOT))
+    site = Site(out / 'pages')
+    pages = site.build()
+    cfg = {'INHERIT': str(ROOT / '.ci' / 'docs' / 'mkdocs.yml'), 'docs_dir': str(out / 'pages'),
+           'site_dir': str(ROOT / '_docs'), 'nav': nav(pages)}
+    (out / 'mkdocs.yml').write_text(json.dumps(cfg, indent=1))  # JSON is YAML
+    shutil.copy2(ROOT / '.ci' / 'docs' / 'extra.css', out / 'pages' / 'extra.css')
+    print(f'{len(pages)} pages written to {out / "pages"}')
+
+
+if __name__ == '__main__': main()

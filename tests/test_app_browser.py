@@ -1,0 +1,51 @@
+"""`sg2im-app` for real: start the Voila server on 127.0.0.1 with a free port, open the page in headless Chromium
+(Playwright) and play the same realistic editing session as in JupyterLab, actions 250 ms apart. The page must load
+nothing from outside 127.0.0.1 and log no errors.
+
+Needs Debian's chromium at /usr/bin/chromium, the `playwright` and `voila` Python packages; skips only when one of
+them is missing. Set SG2IM_SCREENSHOTS=data/screenshots to keep the screenshot in the repository."""
+import os, shutil, sys
+from pathlib import Path
+import pytest
+from editor_session import CHROMIUM, Editor, browser_page, free_port, realistic_session, save_screenshot, server, showcase
+
+REPO = Path(__file__).resolve().parent.parent
+sync_api = None
+try: from playwright import sync_api
+except ImportError: pass
+try: import voila
+except ImportError: voila = None
+
+pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f'{CHROMIUM} missing (bash .ci/setup_browser)'),
+              pytest.mark.skipif(sync_api is None, reason='playwright missing (bash .ci/setup_browser)'),
+              pytest.mark.skipif(voila is None, reason='voila missing (pip install "sg2im_nb[widgets]")')]
+
+
+def app_command(port):
+    "The console script when it is installed next to this Python, else the same function through python -m."
+    exe = Path(sys.executable).parent / 'sg2im-app'
+    args = ['--port', str(port), '--device', 'cpu']
+    return ([str(exe)] if exe.exists() else [sys.executable, '-m', 'sg2im_nb.app']) + args
+
+
+def test_editor_session_in_sg2im_app(tmp_path):
+    port = free_port()
+    url = f'http://127.0.0.1:{port}/'
+    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / '.runtime'), PYTHONUNBUFFERED='1')
+    log = tmp_path / 'app.log'
+    with server(app_command(port), url, log, tmp_path, env, ready_text=f'127.0.0.1:{port}'):
+        assert f'sg2im-app: the scene-graph editor is at {url}' in log.read_text()
+        with browser_page(sync_api, tmp_path) as page:
+            page.goto(url, timeout=120_000)
+            root = page.locator('.sg2im-editor').first
+            root.wait_for(timeout=120_000)
+            ed = Editor(page, root)
+            result = realistic_session(ed, tmp_path)
+            print(f"\nbrowser round trips (ms, click to answer): {result['ack_ms']}")
+            shots = [tmp_path / 'editor_app.png']
+            if os.environ.get('SG2IM_SCREENSHOTS'): shots.append(REPO / os.environ['SG2IM_SCREENSHOTS'] / 'editor_app.png')
+            showcase(ed)
+            box = root.bounding_box()                                            # the page's title and the editor
+            png = page.screenshot(clip={'x': 0, 'y': 0, 'width': box['x'] + box['width'] + 16, 'height': box['y'] + box['height'] + 8})
+            for s in shots: save_screenshot(png, s)
+            assert page.problems == {'console': [], 'pageerror': [], 'remote': []}, page.problems

@@ -1,0 +1,155 @@
+"""The documentation website in a real browser: `bash .ci/build_docs` builds `_docs/` from the notebooks, a local
+HTTP server serves it on 127.0.0.1, and headless Chromium (Playwright, Debian's /usr/bin/chromium, a fresh profile)
+opens every page. Every internal link must resolve (to a served file, and to an element of the page when it names
+one), every picture must load, no page may show an error output or raise a script error, the search box must find
+an exported function, and no request may leave 127.0.0.1 (no fonts, scripts or styles from a CDN).
+
+Needs the `playwright` package and Debian's chromium (`bash .ci/setup_browser`); we never run `playwright install`."""
+import functools, http.server, importlib, re, subprocess, threading, urllib.parse, urllib.request
+from pathlib import Path
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SITE = REPO / '_docs'
+CHROMIUM = '/usr/bin/chromium'
+CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+                 '--disable-component-update', '--disable-sync', '--no-first-run']
+sync_api = None
+try: from playwright import sync_api
+except ImportError: pass
+
+pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f'{CHROMIUM} missing (bash .ci/setup_browser)'),
+              pytest.mark.skipif(sync_api is None, reason='playwright missing (bash .ci/setup_browser)')]
+
+
+def page_name(nb:Path) -> str: return re.sub(r'^\d+[a-z]?_', '', nb.stem)
+
+
+@pytest.fixture(scope='module')
+def site():
+    "A fresh build of the site, served on 127.0.0.1 (a free port) for the length of the module."
+    res = subprocess.run(['bash', '.ci/build_docs'], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, f'build_docs failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}'
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args): pass
+    class Server(http.server.ThreadingHTTPServer):
+        def handle_error(self, request, client_address): pass  # the browser leaving a page mid-download
+    server = Server(('127.0.0.1', 0), functools.partial(Quiet, directory=str(SITE)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try: yield f'http://127.0.0.1:{server.server_address[1]}'
+    finally: server.shutdown(); server.server_close()
+
+
+@pytest.fixture(scope='module')
+def browser(site, tmp_path_factory):
+    "A Chromium context with a fresh profile; every request that is not for the local server is refused and recorded."
+    outside = []
+    with sync_api.sync_playwright() as p:
+        ctx = p.chromium.launch_persistent_context(str(tmp_path_factory.mktemp('chromium-profile')), executable_path=CHROMIUM,
+                                                   args=CHROMIUM_ARGS, headless=True, timeout=60_000,
+                                                   viewport={'width': 1280, 'height': 900})
+        def route(r):
+            if r.request.url.startswith(site + '/'): r.continue_()
+            else: outside.append(r.request.url); r.abort()
+        ctx.route('**/*', route)
+        try: yield ctx, outside
+        finally: ctx.close()
+
+
+@pytest.fixture(scope='module')
+def visited(site, browser):
+    "Open every page of the site: {page path: what the page holds (links, pictures, ids, outputs, script errors)}."
+    ctx, _ = browser
+    page = ctx.new_page()
+    errors = []
+    page.on('pageerror', lambda e: errors.append(str(e)))
+    out = {}
+    for f in sorted(SITE.rglob('*.html')):
+        rel = f.relative_to(SITE).as_posix()
+        errors.clear()
+        resp = page.goto(f'{site}/{rel}', wait_until='load')
+        assert resp.status == 200, rel
+        page.wait_for_function('Array.from(document.images).every(i => i.complete)', timeout=20_000)
+        info = page.evaluate('''() => ({
+            links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),
+            images: Array.from(document.images).map(i => [i.currentSrc || i.src, i.naturalWidth]),
+            ids: Array.from(document.querySelectorAll('[id]')).map(e => e.id),
+            errorCells: document.querySelectorAll('.nb-error').length,
+            outputs: Array.from(document.querySelectorAll('.nb-output')).map(e => e.innerText),
+            text: document.body.innerText})''')
+        out[rel] = {**info, 'script_errors': list(errors)}
+    page.close()
+    return out
+
+
+def test_every_notebook_is_a_page(visited):
+    pages = {page_name(nb) + '.html' for nb in (REPO / 'nbs').glob('*.ipynb')}
+    assert pages <= set(visited), sorted(pages - set(visited))
+    home = visited['index.html']['text']
+    assert 'sg2im_nb' in home and 'Quick start' in home  # the README is the home page
+
+
+def test_internal_links_resolve(site, visited):
+    served, bad = {}, []
+    for rel, info in visited.items():
+        for href in info['links']:
+            if not href.startswith(site + '/'): continue
+            url, _, frag = href.partition('#')
+            path = urllib.parse.unquote(url[len(site) + 1:].split('?')[0]) or 'index.html'
+            if path.endswith('/'): path += 'index.html'
+            if path not in served:
+                try:
+                    with urllib.request.urlopen(f'{site}/{path}', timeout=10) as r: served[path] = r.status
+                except urllib.error.HTTPError as e: served[path] = e.code
+            if served[path] != 200: bad.append(f'{rel}: {href} -> HTTP {served[path]}')
+            elif frag and path in visited and urllib.parse.unquote(frag) not in visited[path]['ids']:
+                bad.append(f'{rel}: {href} -> no element #{frag}')
+    assert not bad, '\n'.join(bad[:30])
+    assert len(served) > 30  # the pages do link to each other
+
+
+def test_every_picture_loads(visited):
+    broken = [f'{rel}: {src}' for rel, info in visited.items() for src, w in info['images'] if w == 0]
+    assert not broken, '\n'.join(broken)
+
+
+def test_no_error_outputs(visited):
+    bad = []
+    for rel, info in visited.items():
+        if info['errorCells']: bad.append(f'{rel}: {info["errorCells"]} error output(s)')
+        for text in info['outputs']:
+            if 'Traceback (most recent call last)' in text or re.search(r'^\w*(Error|Exception): ', text, re.M):
+                bad.append(f'{rel}: an output shows an error: {text[:200]!r}')
+        if info['script_errors']: bad.append(f'{rel}: script errors {info["script_errors"]}')
+    assert not bad, '\n'.join(bad)
+
+
+def test_every_exported_function_is_documented(visited):
+    "Every public function and class in nbdev's index of the package has its doc block at its nbdev URL."
+    idx = importlib.import_module('sg2im_nb._modidx').d['syms']
+    missing = []
+    for mod, syms in idx.items():
+        for name, (url, _) in syms.items():
+            short = name[len(mod) + 1:]
+            if '.' in short or short.startswith('_'): continue  # methods and private helpers
+            page, _, anchor = url.partition('#')
+            if anchor not in visited.get(page, {}).get('ids', []): missing.append(url)
+    assert not missing, missing
+    layout = visited['layout.html']['text']
+    assert 'masks_to_layout' in layout and '(O, 4) boxes' in layout  # signature with docments
+
+
+def test_search_finds_a_function(site, browser):
+    ctx, _ = browser
+    page = ctx.new_page()
+    page.goto(f'{site}/index.html', wait_until='load')
+    page.click('label.md-search__icon, .md-search__input')
+    page.fill('input.md-search__input', 'masks_to_layout')
+    hit = page.wait_for_selector('.md-search-result__item a[href*="layout.html"]', timeout=30_000)
+    assert 'layout.html' in hit.get_attribute('href')
+    page.close()
+
+
+def test_nothing_leaves_localhost(browser, visited):
+    _, outside = browser
+    assert visited and not outside, outside[:20]
