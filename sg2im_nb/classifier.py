@@ -108,6 +108,7 @@ def crop_accuracy(model:CropClassifier, crops, labels) -> float:
     if len(labels) == 0: return float('nan')
     return (predict_crops(model, crops)[0].argmax(-1) == labels.cpu()).float().mean().item()
 
+# %% ../nbs/41_classifier.ipynb #3e5f986f
 def train_classifier(train:dict, val:dict,       # `dataset_crops` outputs
                      names:list,                   # class names
                      epochs:int=10, batch_size:int=256, lr:float=3e-3, width:int=16, seed:int=0,
@@ -185,6 +186,7 @@ def make_classifier(output='data/models/shapes_classifier.pt', # where to save t
     return {'val_accuracy': acc, 'val_crops': len(val['labels']), 'train_crops': len(train['labels']),
             'seconds': round(time.time() - t0, 1), 'output': str(output)}
 
+# %% ../nbs/41_classifier.ipynb #d6a3c043
 @script
 def main(output:str='data/models/shapes_classifier.pt', # checkpoint to write
          data_dir:str=None,    # shapes world folder to use or create (default: temporary)
