@@ -73,13 +73,15 @@ def graph_key(st:EditorState) -> tuple:
 
 class GraphDrawer:
     "SVG drawings of editor states by `dot`, started early (to overlap other work) and cached."
-    def __init__(self, size:int=64): self.cache, self.size = OrderedDict(), size
+    def __init__(self, size:int=64): self.cache, self.size, self.missing = OrderedDict(), size, None
 
     def start(self, st:EditorState):
-        "Start drawing `st` (unless cached); return a function that gives the SVG."
+        "Start drawing `st` (unless cached); return a function that gives the SVG ('' without Graphviz: see `missing`)."
         key = graph_key(st)
         if key in self.cache or not st.objects: return lambda: self._get(key, st)
-        proc = subprocess.Popen([_dot_exe(), '-Tsvg'], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try: exe = _dot_exe(); self.missing = None
+        except UserError as e: self.missing = str(e); return lambda: ''  # the image can still be generated
+        proc = subprocess.Popen([exe, '-Tsvg'], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         src = graph_dot(st).encode()
         def finish():
             out, err = proc.communicate(src)

@@ -175,7 +175,7 @@ def _drawn(self, st:EditorState):
 def render(self:SceneGraphEditor, notes:list=()):
     "Redraw the current state and send the view to the browser."
     st, t0 = self.history.state, time.perf_counter()
-    try: (r, seeds), errs = _drawn(self, st), []
+    try: (r, seeds), errs = _drawn(self, st), ([('error', self.drawer.missing)] if self.drawer.missing else [])
     except UserError as e: (r, seeds), errs = (render_state(self.model, EditorState(seed=st.seed), self.drawer), None), [('error', str(e))]
     self.result, self.ms = r.result, dict(r.ms, total=1e3 * (time.perf_counter() - t0))
     self.messages = [list(m) for m in [*notes, *errs, *graph_warnings(st)]]

@@ -147,3 +147,16 @@ def test_notebook_runs_headless_and_leaves_the_readers_editor_fresh():
     assert sg == [{'objects': ['sky', 'grass', 'circle', 'square'], 'relationships': [[2, 'left of', 3]],
                    'boxes': [None] * 4, 'seed': 0}]
     assert not state['view']['can_undo']
+
+
+def test_without_graphviz_the_image_is_still_made(model, tmp_path, monkeypatch):
+    "No `dot` on the PATH (a GPU box without Graphviz): the editor says so in red, and still generates the image."
+    ed = SceneGraphEditor(model, {'objects': ['sky'], 'relationships': []}, device='cpu')
+    monkeypatch.setenv('PATH', str(tmp_path))
+    v = send(ed, 1, {'op': 'add_object', 'name': 'circle'})
+    assert ed.scene_graph['objects'] == ['sky', 'circle']
+    assert levels(v, 'error') == ["Graphviz 'dot' not found; install it (apt-get install graphviz / brew install graphviz)"]
+    assert v['svg'] == '' and v['image'].startswith('data:image/png') and len(v['objects']) == 2
+    monkeypatch.undo()
+    v = send(ed, 2, {'op': 'add_object', 'name': 'star'})                 # Graphviz back: the drawing and no error
+    assert not levels(v, 'error') and v['svg'].startswith('<svg')
