@@ -228,3 +228,16 @@ def save_screenshot(png:bytes, path):
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     im = Image.open(io.BytesIO(png)).convert('RGB')
     im.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
+
+
+def session_and_screenshot(ed:Editor, tmp:Path, name:str, shoot) -> dict:
+    """`realistic_session`, then `showcase`, photographed by `shoot()` (PNG bytes) into tmp/name, and also into the
+    repository's $SG2IM_SCREENSHOTS folder when that is set. Returns the session's result."""
+    result = realistic_session(ed, tmp)
+    print(f"\nbrowser round trips (ms, click to answer): {result['ack_ms']}")
+    showcase(ed)
+    png = shoot()
+    shots = [tmp / name]
+    if os.environ.get('SG2IM_SCREENSHOTS'): shots.append(Path(__file__).resolve().parent.parent / os.environ['SG2IM_SCREENSHOTS'] / name)
+    for s in shots: save_screenshot(png, s)
+    return result

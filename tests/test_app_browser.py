@@ -4,12 +4,11 @@ nothing from outside 127.0.0.1 and log no errors.
 
 Needs Debian's chromium at /usr/bin/chromium, the `playwright` and `voila` Python packages; skips only when one of
 them is missing. Set SG2IM_SCREENSHOTS=data/screenshots to keep the screenshot in the repository."""
-import os, shutil, sys
+import os, sys
 from pathlib import Path
 import pytest
-from editor_session import CHROMIUM, Editor, browser_page, free_port, realistic_session, save_screenshot, server, showcase
+from editor_session import CHROMIUM, Editor, browser_page, free_port, server, session_and_screenshot
 
-REPO = Path(__file__).resolve().parent.parent
 sync_api = None
 try: from playwright import sync_api
 except ImportError: pass
@@ -40,12 +39,8 @@ def test_editor_session_in_sg2im_app(tmp_path):
             root = page.locator('.sg2im-editor').first
             root.wait_for(timeout=120_000)
             ed = Editor(page, root)
-            result = realistic_session(ed, tmp_path)
-            print(f"\nbrowser round trips (ms, click to answer): {result['ack_ms']}")
-            shots = [tmp_path / 'editor_app.png']
-            if os.environ.get('SG2IM_SCREENSHOTS'): shots.append(REPO / os.environ['SG2IM_SCREENSHOTS'] / 'editor_app.png')
-            showcase(ed)
-            box = root.bounding_box()                                            # the page's title and the editor
-            png = page.screenshot(clip={'x': 0, 'y': 0, 'width': box['x'] + box['width'] + 16, 'height': box['y'] + box['height'] + 8})
-            for s in shots: save_screenshot(png, s)
+            def shoot():                                                         # the page's title and the editor
+                box = root.bounding_box()
+                return page.screenshot(clip={'x': 0, 'y': 0, 'width': box['x'] + box['width'] + 16, 'height': box['y'] + box['height'] + 8})
+            session_and_screenshot(ed, tmp_path, 'editor_app.png', shoot)
             assert page.problems == {'console': [], 'pageerror': [], 'remote': []}, page.problems

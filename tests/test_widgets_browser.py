@@ -5,12 +5,11 @@ nothing may reach JupyterLab's log console or the browser console.
 Needs Debian's chromium at /usr/bin/chromium and the `playwright` Python package (`bash .ci/setup_browser`); we never
 run `playwright install`. Skips only when one of them is missing. Set SG2IM_SCREENSHOTS=data/screenshots to keep the
 screenshot in the repository (it always goes to the test's temporary folder)."""
-import json, os, secrets, shutil, sys
+import json, os, secrets, sys
 from pathlib import Path
 import pytest
-from editor_session import CHROMIUM, Editor, browser_page, free_port, realistic_session, save_screenshot, server, showcase
+from editor_session import CHROMIUM, Editor, browser_page, free_port, server, session_and_screenshot
 
-REPO = Path(__file__).resolve().parent.parent
 sync_api = None
 try: from playwright import sync_api
 except ImportError: pass
@@ -57,13 +56,7 @@ def test_editor_session_in_jupyterlab(lab, tmp_path):
         root_el = page.locator('.sg2im-editor').first
         root_el.wait_for(timeout=90_000)
         ed = Editor(page, root_el)
-        result = realistic_session(ed, tmp_path)
-        print(f"\nbrowser round trips (ms, click to answer): {result['ack_ms']}")
-        shots = [tmp_path / 'editor_jupyterlab.png']
-        if os.environ.get('SG2IM_SCREENSHOTS'): shots.append(REPO / os.environ['SG2IM_SCREENSHOTS'] / 'editor_jupyterlab.png')
-        showcase(ed)
-        png = root_el.screenshot()
-        for s in shots: save_screenshot(png, s)
+        session_and_screenshot(ed, tmp_path, 'editor_jupyterlab.png', root_el.screenshot)
         # nothing reached the log console: open it and look, and the browser console has no errors either
         page.evaluate("() => window.jupyterapp.commands.execute('logconsole:open', {source: 'editor.ipynb'})")
         panel = page.locator('.jp-LogConsolePanel').first
