@@ -23,8 +23,9 @@ from .vis import draw_scene_graph, draw_layout, overlay_boxes, resize_nearest, i
 
 # %% auto #0
 __all__ = ['SHAPES_PREDICATES', 'SHAPES_MODEL_KWARGS', 'shapes_vocab', 'default_checkpoint_path', 'untrained_shapes_model',
-           'default_checkpoint', 'default_model', 'load_scene_graphs', 'check_boxes', 'check_scene_graphs',
-           'to_uint8_image', 'Generated', 'generate', 'layout_picture', 'load_model', 'run_model', 'main']
+           'default_checkpoint', 'default_model', 'examples_dir', 'load_scene_graphs', 'check_boxes',
+           'check_scene_graphs', 'to_uint8_image', 'Generated', 'generate', 'layout_picture', 'load_model', 'run_model',
+           'main']
 
 # %% ../nbs/30_inference.ipynb #868f6375
 SHAPES_PREDICATES = ['__in_image__', 'left of', 'right of', 'above', 'below', 'inside', 'surrounding']
@@ -65,9 +66,17 @@ def default_model(device='cpu') -> Sg2ImModel:
     return untrained_shapes_model(device)
 
 # %% ../nbs/30_inference.ipynb #cc174222
+def examples_dir() -> Path:
+    "The example scene graphs: `scene_graphs/` of the repository in a clone, the package's copy when installed from a wheel."
+    pkg = Path(sg2im_nb.__file__).resolve().parent
+    repo = pkg.parent / 'scene_graphs'
+    return repo if repo.is_dir() else pkg / 'scene_graphs'
+
 def load_scene_graphs(path) -> list:
     "Read a JSON list of scene graphs, with one-line errors for missing files, bad JSON and wrong shapes."
     path = Path(path)
+    if not path.is_file() and path.parent == Path('scene_graphs') and (examples_dir() / path.name).is_file():
+        path = examples_dir() / path.name  # `scene_graphs/<example>.json` from any folder: the shipped example
     if not path.is_file(): raise UserError(f'scene graph file not found: {path}; pass an existing --scene_graphs_json')
     sgs = parse_json(path.read_bytes(), str(path))  # one-line errors for bad JSON, deep nesting, huge numbers
     if not isinstance(sgs, list):

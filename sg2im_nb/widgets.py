@@ -13,7 +13,7 @@ from fastcore.basics import patch
 import sg2im_nb
 from .core import UserError, SEED_MAX, get_device
 from .checkpoint import atomic_write, build_model
-from .inference import default_checkpoint, untrained_shapes_model, load_scene_graphs
+from .inference import default_checkpoint, untrained_shapes_model, load_scene_graphs, examples_dir
 from .editor_state import EditorState, EditorHistory, graph_warnings, parse_scene_graph_json, scene_graph_json
 from .editor_render import GraphDrawer, cpu_threads, render_state, seed_grid, png_data_url, SEED_NOTE
 from .editor_view import EditorWidget
@@ -43,9 +43,9 @@ def vocab_names(model) -> tuple:
             [p for p in v['pred_idx_to_name'] if p != '__in_image__'])
 
 def find_examples(object_names:list, predicates:list, folder=None) -> dict:
-    "{'file N': graph} for every graph in `folder`/*.json (default scene_graphs/) that uses only these names."
+    "{'file N': graph} for every graph in `folder`/*.json (default: the examples, `inference.examples_dir()`) that uses only these names."
     out, ok_o, ok_p = {}, set(object_names), set(predicates)
-    for f in sorted(Path(folder or REPO / 'scene_graphs').glob('*.json')):
+    for f in sorted(Path(folder or examples_dir()).glob('*.json')):
         try: graphs = load_scene_graphs(f)
         except UserError: continue
         for i, g in enumerate(graphs):

@@ -26,6 +26,7 @@ def _build_wheel(tmp: Path) -> Path:
     for rel in ('pyproject.toml', 'README.md', 'LICENSE'): shutil.copy(REPO / rel, src / rel)
     shutil.copytree(REPO / 'sg2im_nb', src / 'sg2im_nb', ignore=shutil.ignore_patterns('__pycache__'))
     shutil.copytree(REPO / 'data' / 'models', src / 'data' / 'models')
+    shutil.copytree(REPO / 'scene_graphs', src / 'scene_graphs')
     try: isolated = int(version('setuptools').split('.')[0]) < 77  # the build backend pyproject.toml asks for
     except Exception: isolated = True
     _run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '-q', '-w', tmp / 'dist', src] + ([] if isolated else ['--no-build-isolation']))
@@ -37,6 +38,9 @@ def test_wheel_installs_beside_torch_and_runs_the_shipped_model_offline(tmp_path
     with zipfile.ZipFile(wheel) as zf:
         for name in ('shapes64.pt', 'shapes_classifier.pt'):  # the shipped models, byte for byte
             assert zf.read(f'sg2im_nb/models/{name}') == (REPO / 'data' / 'models' / name).read_bytes(), name
+        examples = sorted(p.name for p in (REPO / 'scene_graphs').glob('*.json'))
+        for name in examples:  # the example scene graphs, byte for byte
+            assert zf.read(f'sg2im_nb/scene_graphs/{name}') == (REPO / 'scene_graphs' / name).read_bytes(), name
         meta = zf.read(next(n for n in zf.namelist() if n.endswith('METADATA'))).decode()
     assert 'Requires-Dist: torch<3,>=2.13' in meta, [l for l in meta.splitlines() if 'torch' in l]
     env = tmp_path / 'env'
@@ -56,6 +60,13 @@ def test_wheel_installs_beside_torch_and_runs_the_shipped_model_offline(tmp_path
     assert 'untrained' not in res.stdout + res.stderr and 'wrote 1 files' in res.stdout, res.stdout + res.stderr
     where = _run([py, '-c', 'import sg2im_nb.inference as i; print(i.default_checkpoint_path())'], cwd=elsewhere, env=offline).stdout.strip()
     assert where.startswith(str(env)) and where.endswith('sg2im_nb/models/shapes64.pt'), where  # the wheel's copy
+    # no --scene_graphs_json: the default scene_graphs/shapes_demo.json is the wheel's copy of the example
+    demo = json.loads((REPO / 'scene_graphs' / 'shapes_demo.json').read_text())
+    res = _run([env / 'bin' / 'sg2im-run-model', '--output_dir', 'demo', '--device', 'cpu'], cwd=elsewhere, env=offline)
+    assert f'wrote {len(demo)} files' in res.stdout, res.stdout + res.stderr
+    code = 'from sg2im_nb.inference import examples_dir; print(examples_dir()); print(len(list(examples_dir().glob("*.json"))))'
+    where, n = _run([py, '-c', code], cwd=elsewhere, env=offline).stdout.split()
+    assert where.startswith(str(env)) and where.endswith('sg2im_nb/scene_graphs') and int(n) == len(examples), (where, n)
     # the same picture as the repository's shapes64.pt draws for this graph
     from sg2im_nb.checkpoint import build_model
     from sg2im_nb.inference import generate
