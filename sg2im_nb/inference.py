@@ -67,10 +67,9 @@ def default_model(device='cpu') -> Sg2ImModel:
 
 # %% ../nbs/30_inference.ipynb #cc174222
 def examples_dir() -> Path:
-    "The example scene graphs: `scene_graphs/` of the repository in a clone, the package's copy when installed from a wheel."
+    "The example scene graphs: the package's copy when installed from a wheel, else `scene_graphs/` of the repository."
     pkg = Path(sg2im_nb.__file__).resolve().parent
-    repo = pkg.parent / 'scene_graphs'
-    return repo if repo.is_dir() else pkg / 'scene_graphs'
+    return pkg / 'scene_graphs' if (pkg / 'scene_graphs').is_dir() else pkg.parent / 'scene_graphs'
 
 def load_scene_graphs(path) -> list:
     "Read a JSON list of scene graphs, with one-line errors for missing files, bad JSON and wrong shapes."
