@@ -6,17 +6,18 @@ Docs: https://sg2im-nb.github.io/sg2im_nb/checkpoint.html.md"""
 
 # %% ../nbs/08_checkpoint.ipynb #56706f61
 from __future__ import annotations
-import collections, contextlib, dataclasses, io, math, os, pickle, tempfile, zipfile, zlib
+import collections, dataclasses, math, os, pickle, zipfile, zlib
 from pathlib import Path
 import numpy as np
 import torch
-from .core import UserError, check_vocab, one_line
-from .model import Sg2ImModel, ModelConfig
+from .cli import UserError, one_line, atomic_write
+from .scene_graph import check_vocab
+from .model.generator import Sg2ImModel, ModelConfig
 
 # %% auto #0
 __all__ = ['SAFE_GLOBALS', 'SHIPPED_MODELS', 'safe_load', 'shipped_model', 'check_archive', 'check_model_kwargs',
-           'count_parameters', 'check_model_state', 'check_checkpoint', 'load_checkpoint', 'build_model', 'file_mode',
-           'atomic_write', 'save_checkpoint']
+           'count_parameters', 'check_model_state', 'check_checkpoint', 'load_checkpoint', 'build_model',
+           'save_checkpoint']
 
 # %% ../nbs/08_checkpoint.ipynb #d7fd469c
 def _numpy_globals() -> list:
@@ -198,30 +199,7 @@ def build_model(checkpoint,        # a checkpoint dict, or a path to one
     model.to(device)
     return model.eval() if eval_mode else model
 
-# %% ../nbs/08_checkpoint.ipynb #7d1874fe
-def file_mode(directory:bool=False, # the mode of a new folder rather than a new file
-             ) -> int:
-    "The permissions a new file (or folder) gets here: 0o666 (0o777) less the umask. Temporary files get 0600."
-    mask = os.umask(0); os.umask(mask)
-    return (0o777 if directory else 0o666) & ~mask
-
 # %% ../nbs/08_checkpoint.ipynb #c3b98310
-@contextlib.contextmanager
-def atomic_write(path): # the file to write (its folder is made if needed)
-    "Yield a temporary path `.{name}.*.tmp` beside `path`; afterwards it is synced and renamed to `path`, or removed on error."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        with open(tmp, 'rb+') as f: os.fsync(f.fileno())
-        os.chmod(tmp, file_mode())  # mkstemp makes 0600 files; ours get the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
 def save_checkpoint(obj:dict, path) -> Path:
     "Write `obj` to `path` atomically."
     with atomic_write(path) as tmp: torch.save(obj, tmp)

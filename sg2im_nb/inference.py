@@ -6,26 +6,25 @@ Docs: https://sg2im-nb.github.io/sg2im_nb/inference.html.md"""
 
 # %% ../nbs/30_inference.ipynb #d7132c5d
 from __future__ import annotations
-import json, os, sys
+import os
 from pathlib import Path
 from typing import NamedTuple, Optional
 import numpy as np
 import torch
 import sg2im_nb
-from .core import (UserError, check_scene_graph, encode_scene_graphs, get_device, script, check_seed, parse_json,
-                           check_output_dir, SEED_MAX)
-from .model import Sg2ImModel
+from .cli import UserError, get_device, script, check_seed, parse_json, check_output_dir, SEED_MAX
+from .scene_graph import check_scene_graph, encode_scene_graphs, check_boxes
+from .model.generator import Sg2ImModel
 from .precision import resolve_amp, autocast
 from .checkpoint import build_model, shipped_model
-from .data.common import denormalize_images
-from .shapes import THING_IDS, STUFF_IDS, OTHER_ID
-from .vis import draw_scene_graph, draw_layout, overlay_boxes, resize_nearest, image_grid, save_png
+from .data.common import to_uint8
+from .data.shapes import THING_IDS, STUFF_IDS, OTHER_ID
+from .vis import draw_scene_graph, draw_layout, overlay_boxes, resize_nearest, save_png
 
 # %% auto #0
 __all__ = ['SHAPES_PREDICATES', 'SHAPES_MODEL_KWARGS', 'shapes_vocab', 'default_checkpoint_path', 'untrained_shapes_model',
-           'default_checkpoint', 'default_model', 'examples_dir', 'load_scene_graphs', 'check_boxes',
-           'check_scene_graphs', 'to_uint8_image', 'Generated', 'generate', 'layout_picture', 'load_model', 'run_model',
-           'main']
+           'default_checkpoint', 'default_model', 'examples_dir', 'load_scene_graphs', 'check_scene_graphs',
+           'to_uint8_image', 'Generated', 'generate', 'layout_picture', 'load_model', 'run_model', 'main']
 
 # %% ../nbs/30_inference.ipynb #868f6375
 SHAPES_PREDICATES = ['__in_image__', 'left of', 'right of', 'above', 'below', 'inside', 'surrounding']
@@ -84,20 +83,6 @@ def load_scene_graphs(path) -> list:
     return sgs
 
 # %% ../nbs/30_inference.ipynb #ca2c36b8
-def check_boxes(boxes, num_objects:int, i:int=0) -> list:
-    "Validate a graph's optional `boxes`: `num_objects` entries, each null or [x0, y0, x1, y1] in [0, 1], x0<x1, y0<y1."
-    where = f'scene graph {i}'
-    if boxes is None: return [None] * num_objects
-    if not isinstance(boxes, list) or len(boxes) != num_objects:
-        n = len(boxes) if isinstance(boxes, list) else type(boxes).__name__
-        raise UserError(f'{where}: "boxes" must be a list with one entry per object ({num_objects}), got {n}')
-    for j, b in enumerate(boxes):
-        if b is None: continue
-        ok = isinstance(b, list) and len(b) == 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in b)
-        if not ok or not all(0 <= v <= 1 for v in b) or not (b[0] < b[2] and b[1] < b[3]):
-            raise UserError(f'{where}, box {j}: {b!r} is not [x0, y0, x1, y1] with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 (or null)')
-    return [None if b is None else [float(v) for v in b] for b in boxes]
-
 def check_scene_graphs(vocab:dict, scene_graphs:list) -> list:
     "Validate every graph (names, indices, boxes, seed) before any work; return the per-graph box lists."
     if isinstance(scene_graphs, dict): scene_graphs = [scene_graphs]
@@ -113,8 +98,7 @@ def check_scene_graphs(vocab:dict, scene_graphs:list) -> list:
 def to_uint8_image(img:torch.Tensor, # (3, H, W) ImageNet-normalised image
                   ) -> np.ndarray:
     "(H, W, 3) uint8 picture of a normalised image."
-    x = denormalize_images(img.detach().float().cpu())
-    return (x * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
+    return to_uint8(img).permute(1, 2, 0).numpy()
 
 class Generated(NamedTuple):
     "One generated picture and the layout that drew it (the `__image__` object left out)."

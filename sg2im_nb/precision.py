@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from contextlib import nullcontext
 import torch
-from .core import UserError
+from .cli import UserError
 
 # %% auto #0
 __all__ = ['AMP_CHOICES', 'AMP_DTYPES', 'native_amp', 'resolve_amp', 'autocast']
@@ -31,6 +31,8 @@ def native_amp(device, # a torch device or its name
     if dev.type == 'cuda':
         return {'bf16': torch.cuda.is_bf16_supported(including_emulation=False), 'fp16': True}
     if dev.type == 'cpu':
+        seen = os.environ.get('SG2IM_CPU_BF16', '').strip()  # tests: '1' sees this CPU as native bf16, '0' as AVX2
+        if seen in ('0', '1'): return {'bf16': seen == '1', 'fp16': False}
         return {'bf16': torch.ops.mkldnn._is_mkldnn_bf16_supported() and not _isa_capped(_NO_BF16_ISA),
                 'fp16': torch.ops.mkldnn._is_mkldnn_fp16_supported() and not _isa_capped(_NO_BF16_ISA + ('AVX512_CORE_BF16',))}
     return {'bf16': False, 'fp16': False}

@@ -10,8 +10,8 @@ import colorsys, io, shutil, subprocess
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
-from .core import UserError
-from .checkpoint import atomic_write
+from .cli import UserError
+from .cli import atomic_write
 
 # %% auto #0
 __all__ = ['color_for', 'scene_graph_to_dot', 'draw_scene_graph', 'resize_nearest', 'draw_layout', 'overlay_boxes', 'image_grid',

@@ -24,7 +24,7 @@ def app_command(port):
     "The console script when it is installed next to this Python, else the same function through python -m."
     exe = Path(sys.executable).parent / 'sg2im-app'
     args = ['--port', str(port), '--device', 'cpu']
-    return ([str(exe)] if exe.exists() else [sys.executable, '-m', 'sg2im_nb.app']) + args
+    return ([str(exe)] if exe.exists() else [sys.executable, '-m', 'sg2im_nb.editor.app']) + args
 
 
 def test_editor_session_in_sg2im_app(tmp_path):

@@ -1,4 +1,4 @@
-"The sg2im-bench command (sg2im_nb.bench): a tiny run of the CLI and its JSON line, and its flags checked once; no timing assertions."
+"The sg2im-bench command (sg2im_nb.reference.bench): a tiny run of the CLI and its JSON line, and its flags checked once; no timing assertions."
 import json, os, subprocess, sys
 import pytest
 from pathlib import Path
@@ -9,7 +9,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, '-m', 'sg2im_nb.bench', *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, '-m', 'sg2im_nb.reference.bench', *map(str, args)], capture_output=True, text=True,
                           timeout=300, cwd=REPO)
 
 
@@ -71,8 +71,8 @@ def test_flags_checked_once(capsys):
     "Two through the real command (exit code 2, one line, no traceback), the rest through the same parser in-process."
     assert _error('--config', 'tiny', '--batch_size', 0) == 'error: --batch_size 0 is out of range: use 1 or more'
     assert _error('--config', 'tiny', '--channels_last', 7) == 'error: --channels_last 7 is not one of 0, 1'
-    from sg2im_nb.core import run_cli
-    from sg2im_nb.bench import main
+    from sg2im_nb.cli import run_cli
+    from sg2im_nb.reference.bench import main
     def err(*argv):
         with pytest.raises(SystemExit) as e: run_cli(main, [str(a) for a in argv])
         out = capsys.readouterr()
@@ -95,6 +95,6 @@ def test_amp_bf16_needs_native_bf16():
         msg = _error('--config', 'tiny', '--iters', 1, '--amp', 'bf16')
         assert 'has no native bfloat16' in msg and 'use --amp auto' in msg
     # held to AVX2, every machine is such a CPU
-    res = subprocess.run([sys.executable, '-m', 'sg2im_nb.bench', '--config', 'tiny', '--amp', 'fp16'], capture_output=True,
+    res = subprocess.run([sys.executable, '-m', 'sg2im_nb.reference.bench', '--config', 'tiny', '--amp', 'fp16'], capture_output=True,
                          text=True, timeout=300, cwd=REPO, env={**os.environ, 'ONEDNN_MAX_CPU_ISA': 'AVX2'})
     assert res.returncode == 2 and 'has no native float16' in res.stderr and 'Traceback' not in res.stderr

@@ -4,10 +4,10 @@ Checked on the CPU with cheap backends: 'aot_eager' traces the forward and backw
 the minutes of C++ code generation; 'eager' only captures (enough for inference)."""
 import copy
 import pytest, torch
-from sg2im_nb.train_config import make_config
-from sg2im_nb.train_step import Nets, build_nets, build_optims, train_step
-from sg2im_nb.step_engineering import mark_dynamic, compile_nets
-from sg2im_nb.bench import bench_vocab, random_batch
+from sg2im_nb.train.config import make_config
+from sg2im_nb.train.step import build_nets, build_optims, train_step
+from sg2im_nb.train.engineering import mark_dynamic, compile_nets
+from sg2im_nb.reference.bench import bench_vocab, random_batch
 
 VOCAB, CFG = bench_vocab(), make_config('tiny', amp='none')
 

@@ -8,10 +8,10 @@ import pytest, torch
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device')
 
 from sg2im_nb.checkpoint import load_checkpoint, build_model
-from sg2im_nb.train_config import make_config
-from sg2im_nb.train_step import build_nets, build_optims, train_step
-from sg2im_nb.step_engineering import HostSyncs, compile_nets
-from sg2im_nb.bench import bench_config, bench_vocab, random_batch, make_step
+from sg2im_nb.train.config import make_config
+from sg2im_nb.train.step import build_nets, build_optims, train_step
+from sg2im_nb.train.engineering import HostSyncs, compile_nets
+from sg2im_nb.reference.bench import bench_config, bench_vocab, random_batch, make_step
 
 REPO, DATA, VOCAB = Path(__file__).resolve().parent.parent, Path(__file__).parent / 'data', bench_vocab()
 
@@ -74,12 +74,12 @@ def test_cuda_graph_step_runs_and_trains():
 
 
 def test_ddp_nccl_on_the_gpus_present(tmp_path):
-    from sg2im_nb.shapes import make_shapes_dataset
+    from sg2im_nb.data.shapes import make_shapes_dataset
     shapes, n = tmp_path / 'shapes', torch.cuda.device_count()
     make_shapes_dataset(shapes, num_train=16, num_val=8, num_test=0, image_size=32, seed=0, num_workers=0)
     env = {**os.environ, 'SG2IM_TRAIN_DEBUG_DIR': str(tmp_path / 'dbg')}
     res = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={n}',
-                          '-m', 'sg2im_nb.train', '--preset', 'tiny', '--device', 'cuda', '--shapes_dir', str(shapes),
+                          '-m', 'sg2im_nb.train.loop', '--preset', 'tiny', '--device', 'cuda', '--shapes_dir', str(shapes),
                           '--output_dir', str(tmp_path / 'run'), '--num_iterations', '4', '--checkpoint_every', '4'],
                          capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -97,7 +97,7 @@ def test_run_model_on_cuda(tmp_path):
 
 def test_editor_on_cuda():
     from sg2im_nb.inference import untrained_shapes_model
-    from sg2im_nb.widgets import SceneGraphEditor
+    from sg2im_nb.editor.widget import SceneGraphEditor
     ed = SceneGraphEditor(untrained_shapes_model('cuda'), {'objects': ['sky'], 'relationships': []}, device='cuda')
     ed._on_msg(ed.widget, {'type': 'actions', 'view': 'v', 'seq': 1, 'actions': [{'op': 'add_object', 'name': 'circle'}]})
     assert ed.scene_graph['objects'] == ['sky', 'circle']
@@ -108,7 +108,7 @@ def test_editor_on_cuda():
 
 
 def test_bench_suite_on_cuda():
-    res = subprocess.run([sys.executable, '-m', 'sg2im_nb.bench', '--device', 'cuda', '--config', 'tiny', '--suite',
+    res = subprocess.run([sys.executable, '-m', 'sg2im_nb.reference.bench', '--device', 'cuda', '--config', 'tiny', '--suite',
                           '--iters', '2', '--warmup', '1'], capture_output=True, text=True, cwd=REPO, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     rows = [json.loads(l) for l in res.stdout.splitlines() if l.strip()]

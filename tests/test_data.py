@@ -1,14 +1,13 @@
 "End-to-end tests of the data pipelines (sg2im_nb.data): COCO and VG on the shapes dataset, the VG preprocessing CLI, the cache, bad input."
-import json, math, subprocess, sys
-from pathlib import Path
+import json, subprocess, sys
 import h5py
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
-from sg2im_nb.core import UserError
-from sg2im_nb.shapes import make_shapes_dataset
+from sg2im_nb.cli import UserError
+from sg2im_nb.data.shapes import make_shapes_dataset
 from sg2im_nb.data.common import Batch, collate_scene_graphs, split_batch, normalize_images, denormalize_images
 from sg2im_nb.data.coco import CocoSceneGraphDataset, coco_relationship, PREDICATES
 from sg2im_nb.data.vg import VgSceneGraphDataset

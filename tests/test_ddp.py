@@ -1,9 +1,8 @@
 "Multi-process training: torchrun with 2 CPU processes (gloo) keeps every rank's parameters identical; 1 process resumes."
 import json, os, subprocess, sys
 from pathlib import Path
-import pytest
 from sg2im_nb.checkpoint import load_checkpoint
-from sg2im_nb.shapes import make_shapes_dataset
+from sg2im_nb.data.shapes import make_shapes_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -16,7 +15,7 @@ def test_ddp_gloo_two_processes(tmp_path):
              '--print_every', '2', '--checkpoint_every', '3']
     env = {**os.environ, 'SG2IM_TRAIN_DEBUG_DIR': str(dbg), 'OMP_NUM_THREADS': '1'}
     res = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
-                          '-m', 'sg2im_nb.train', *flags, '--num_iterations', '6'],
+                          '-m', 'sg2im_nb.train.loop', *flags, '--num_iterations', '6'],
                          capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     r0, r1 = (json.loads((dbg / f'params_rank{r}.json').read_text()) for r in (0, 1))
@@ -25,7 +24,7 @@ def test_ddp_gloo_two_processes(tmp_path):
     ck = load_checkpoint(out / 'checkpoint_with_model.pt')
     assert ck['counters']['t'] == 6 and ck['checkpoint_ts'] == [3, 6]
     # the checkpoint resumes on one process
-    res = subprocess.run([sys.executable, '-m', 'sg2im_nb.train', *flags, '--num_iterations', '8', '--restore_from_checkpoint', '1'],
+    res = subprocess.run([sys.executable, '-m', 'sg2im_nb.train.loop', *flags, '--num_iterations', '8', '--restore_from_checkpoint', '1'],
                          capture_output=True, text=True, cwd=REPO, env={**env, 'SG2IM_TRAIN_DEBUG_DIR': str(tmp_path / 'dbg1')}, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert 'at t=6' in res.stdout

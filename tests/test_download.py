@@ -1,10 +1,10 @@
-"Tests of sg2im_nb.download against a local HTTP server on 127.0.0.1 (nothing reaches the internet)."
+"Tests of sg2im_nb.data.download against a local HTTP server on 127.0.0.1 (nothing reaches the internet)."
 import hashlib, io, json, os, re, socket, subprocess, sys, threading, zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 import pytest
-from sg2im_nb.core import run_cli
-from sg2im_nb.download import COLLECTIONS, MANIFEST, DownloadError, Resource, download, fetch, main, unpack, read_manifest
+from sg2im_nb.cli import run_cli
+from sg2im_nb.data.download import COLLECTIONS, DownloadError, Resource, download, fetch, main, unpack
+from sg2im_nb.data.download_verify import MANIFEST, read_manifest
 
 MODEL = '/sg2im-data/small/coco64.pt'
 
@@ -12,8 +12,8 @@ MODEL = '/sg2im-data/small/coco64.pt'
 def _checkpoint(dim=8) -> bytes:
     "A real (small) sg2im checkpoint: what the structural check accepts."
     import torch
-    from sg2im_nb.core import make_vocab
-    from sg2im_nb.model import Sg2ImModel
+    from sg2im_nb.scene_graph import make_vocab
+    from sg2im_nb.model.generator import Sg2ImModel
     torch.manual_seed(0)
     m = Sg2ImModel(make_vocab(['__image__', 'cat', 'dog'], ['__in_image__', 'on']), image_size=(16, 16), embedding_dim=dim,
                    gconv_dim=16, gconv_hidden_dim=32, gconv_num_layers=1, refinement_dims=(32, 16), mask_size=0)
@@ -73,7 +73,7 @@ def closed_url():
 
 def _cli(*args):
     env = {k: v for k, v in os.environ.items() if k != 'SG2IM_BASE_URL'}
-    return subprocess.run([sys.executable, '-m', 'sg2im_nb.download', *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, '-m', 'sg2im_nb.data.download', *map(str, args)], capture_output=True,
                           text=True, timeout=60, env=env)
 
 
@@ -213,7 +213,7 @@ def test_refused_connection_cli(closed_url, tmp_path):
 
 def test_errors_one_line_per_file_and_env_base_url(server, tmp_path):
     env = dict(os.environ, SG2IM_BASE_URL=server.url)  # the server only has coco64.pt
-    res = subprocess.run([sys.executable, '-m', 'sg2im_nb.download', 'models', '--dir', str(tmp_path)],
+    res = subprocess.run([sys.executable, '-m', 'sg2im_nb.data.download', 'models', '--dir', str(tmp_path)],
                          capture_output=True, text=True, timeout=60, env=env)
     assert res.returncode == 2 and 'Traceback' not in res.stderr
     lines = [l for l in res.stderr.splitlines() if l.startswith('error:')]

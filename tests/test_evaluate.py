@@ -4,10 +4,10 @@ from pathlib import Path
 import pytest
 import torch
 from sg2im_nb.checkpoint import save_checkpoint, safe_load
-from sg2im_nb.classifier import default_classifier_path, load_classifier, dataset_crops, crops_of, crop_accuracy
+from sg2im_nb.eval.classifier import default_classifier_path, load_classifier, dataset_crops, crops_of, crop_accuracy
 from sg2im_nb.data.coco import CocoSceneGraphDataset
-from sg2im_nb.model import Sg2ImModel
-from sg2im_nb.shapes import make_shapes_dataset
+from sg2im_nb.model.generator import Sg2ImModel
+from sg2im_nb.data.shapes import make_shapes_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = ('object_accuracy', 'recall_at_0.3', 'recall_at_0.5', 'relation_satisfaction', 'inception_score', 'fid', 'num_samples')
@@ -27,7 +27,7 @@ def world(tmp_path_factory):
     return d, ck
 
 
-def run(*args, module='sg2im_nb.evaluate'):
+def run(*args, module='sg2im_nb.eval.evaluate'):
     cmd = [sys.executable, '-m', module, *map(str, args)] if module else [sys.executable, '-c', *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
 
@@ -58,7 +58,7 @@ def test_evaluate_cli(world, layout):
 def test_sample_images_cli(world):
     d, ck = world
     out = d / 'samples'
-    code = 'import sys; from sg2im_nb.evaluate import sample_images_main; sample_images_main(sys.argv[1:])'
+    code = 'import sys; from sg2im_nb.eval.evaluate import sample_images_main; sample_images_main(sys.argv[1:])'
     r = run(code, '--checkpoint', ck, '--shapes_dir', d / 'shapes', '--num_samples', 3, '--device', 'cpu', '--output_dir', out, module=None)
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (out / 'generated').iterdir()) == ['000000.png', '000001.png', '000002.png']
@@ -85,8 +85,8 @@ def test_bad_input_cli(world, args, msg):
 
 def test_missing_env_checkpoint(world, monkeypatch, capsys):
     "$SG2IM_CHECKPOINT naming a missing file is an error, as in sg2im-run-model, not a silent untrained stand-in."
-    from sg2im_nb.core import run_cli
-    from sg2im_nb.evaluate import main
+    from sg2im_nb.cli import run_cli
+    from sg2im_nb.eval.evaluate import main
     d, _ = world
     monkeypatch.setenv('SG2IM_CHECKPOINT', str(d / 'gone.pt'))
     with pytest.raises(SystemExit) as e:
@@ -99,8 +99,8 @@ def test_missing_env_checkpoint(world, monkeypatch, capsys):
 @pytest.mark.parametrize('args,msg', BAD[2:])
 def test_bad_input(world, args, msg, capsys):
     "The same parser and error path in-process (cheaper than a subprocess each)."
-    from sg2im_nb.core import run_cli
-    from sg2im_nb.evaluate import main
+    from sg2im_nb.cli import run_cli
+    from sg2im_nb.eval.evaluate import main
     d, ck = world
     args = [str(ck) if a == 'TINY' else a for a in args]
     with pytest.raises(SystemExit) as e:

@@ -2,9 +2,9 @@
 with strict=True, and the stored outputs (every network in eval mode) match within 1e-5."""
 from pathlib import Path
 import pytest, torch
-from sg2im_nb.discriminators import PatchDiscriminator, AcCropDiscriminator, crop_bbox_batch
-from sg2im_nb.losses import get_gan_losses
-from sg2im_nb.layout import boxes_to_layout, masks_to_layout
+from sg2im_nb.model.discriminators import PatchDiscriminator, AcCropDiscriminator, crop_bbox_batch
+from sg2im_nb.train.losses import get_gan_losses
+from sg2im_nb.model.layout import boxes_to_layout, masks_to_layout
 
 DATA = Path(__file__).parent / 'data'
 NAMES = ['coco_masks', 'vg_boxes']

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 from sg2im_nb.inference import main, run_model, generate, untrained_shapes_model
-from sg2im_nb.core import run_cli
+from sg2im_nb.cli import run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / 'scene_graphs' / 'shapes_demo.json'
@@ -32,7 +32,7 @@ def test_default_command_works(tmp_path):
     assert im.mode == 'RGB' and im.size == (64, 64)
     assert Image.open(tmp_path / 'out' / 'sg000000.png').size[0] > 64  # a real Graphviz drawing
     assert not list((tmp_path / 'out').glob('.*'))  # no temporary files left behind
-    from sg2im_nb.checkpoint import file_mode
+    from sg2im_nb.cli import file_mode
     assert (tmp_path / 'out' / 'img000000.png').stat().st_mode & 0o777 == file_mode()  # not mkstemp's 0600
 
 

@@ -2,12 +2,10 @@
 code computes it (a Python loop over triples for graph convolution, the O x D x H x W layout tensor), must match
 Sg2ImModel over a sweep of the parameter space: pooling sum/avg, 0/1/3 graph-conv layers, boxes only and several
 mask sizes, non-square images, normalizations, layout noise."""
-import itertools
 import pytest, torch
 import torch.nn.functional as F
-from sg2im_nb.core import make_vocab
-from sg2im_nb.model import Sg2ImModel
-from sg2im_nb.graph import GraphTripleConv
+from sg2im_nb.scene_graph import make_vocab
+from sg2im_nb.model.generator import Sg2ImModel
 
 VOCAB = make_vocab(['__image__', 'a', 'b', 'c', 'd', 'e'], ['__in_image__', 'p', 'q', 'r'])
 

@@ -1,11 +1,11 @@
-"""The building blocks of sg2im_nb.layers / graph / crn load the published state dicts of the golden checkpoints
+"""The building blocks of sg2im_nb.model.layers / graph / crn load the published state dicts of the golden checkpoints
 with strict=True, and the parts that can be run on their own reproduce the published outputs exactly."""
 from pathlib import Path
 import pytest, torch
 import torch.nn.functional as F
-from sg2im_nb.layers import build_mlp, build_cnn, published_activation
-from sg2im_nb.graph import GraphTripleConv, GraphTripleConvNet
-from sg2im_nb.crn import RefinementNetwork
+from sg2im_nb.model.layers import build_mlp, build_cnn, published_activation
+from sg2im_nb.model.graph import GraphTripleConv, GraphTripleConvNet
+from sg2im_nb.model.crn import RefinementNetwork
 
 DATA = Path(__file__).parent / 'data'
 

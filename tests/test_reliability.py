@@ -27,13 +27,13 @@ def _graphs(name, content):
     return lambda w: _write(w.tmp / f'{name}.json', content if isinstance(content, str) else json.dumps(content))
 
 def _shapes(w):
-    from sg2im_nb.shapes import make_shapes_dataset
+    from sg2im_nb.data.shapes import make_shapes_dataset
     return make_shapes_dataset(w.tmp / 'shapes', num_train=4, num_val=2, num_test=4, image_size=32, seed=0, num_workers=0,
                                progress=False)
 
 def _model():
     from sg2im_nb.inference import shapes_vocab
-    from sg2im_nb.model import Sg2ImModel
+    from sg2im_nb.model.generator import Sg2ImModel
     torch.manual_seed(0)
     return Sg2ImModel(shapes_vocab(), **TINY)
 
@@ -81,7 +81,7 @@ def _restore_dir(name, change):
     "A training folder holding a checkpoint of a tiny run (one iteration), with `change(ckpt)` applied."
     def make(w):
         from sg2im_nb.checkpoint import load_checkpoint, save_checkpoint
-        from sg2im_nb.train import main as train_main
+        from sg2im_nb.train.loop import main as train_main
         base = w.tmp / 'trained'
         if not (base / 'checkpoint_with_model.pt').exists():
             train_main(['--preset', 'tiny', '--device', 'cpu', '--shapes_dir', str(w['shapes']), '--output_dir', str(base),
@@ -133,7 +133,7 @@ def _vg_images(w):
     Image.new('RGB', (16, 16), 'white').save(d / 'a.png'); return d
 
 def _vg_vocab(w):
-    from sg2im_nb.core import make_vocab
+    from sg2im_nb.scene_graph import make_vocab
     return _write(w.tmp / 'vg_vocab.json', json.dumps(make_vocab(['__image__', 'cat', 'dog'], ['__in_image__', 'on'])))
 
 def _file(w): return _write(w.tmp / 'a_file', 'I am a file')
@@ -294,7 +294,7 @@ def run_case(case, w, capsys=None):
     try:
         try: res = entry(); code = res if isinstance(res, int) else 0
         except SystemExit as e: code = 0 if e.code is None else e.code if isinstance(e.code, int) else 1
-        except BaseException as e:  # a traceback would reach the user
+        except BaseException:  # a traceback would reach the user
             import traceback; traceback.print_exc(); code = 1
     finally: sys.argv = old
     if capsys is None: return code, '', ''

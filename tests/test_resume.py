@@ -1,14 +1,13 @@
 """Resume that repairs (issue 17): a torn metrics line, side files lost to a kill after the checkpoint rename, a lock
 against a second trainer, and errors of loader workers as one short line. Tiny shapes runs on the CPU."""
-import dataclasses, json, os, signal, subprocess, sys, time
+import dataclasses, json, os, subprocess
 from pathlib import Path
 import pytest
 import torch
 from sg2im_nb.checkpoint import load_checkpoint
-from sg2im_nb.core import UserError, user_message
-from sg2im_nb.shapes import make_shapes_dataset
-from sg2im_nb.train import train, main
-from sg2im_nb.train_config import make_config
+from sg2im_nb.data.shapes import make_shapes_dataset
+from sg2im_nb.train.loop import train, main
+from sg2im_nb.train.config import make_config
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.filterwarnings('ignore::DeprecationWarning')

@@ -1,4 +1,4 @@
-"End-to-end tests of the synthetic shapes dataset (sg2im_nb.shapes): CLI, determinism, COCO and VG files."
+"End-to-end tests of the synthetic shapes dataset (sg2im_nb.data.shapes): CLI, determinism, COCO and VG files."
 import contextlib, io, json, subprocess, sys
 from pathlib import Path
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools import mask as mask_utils
-from sg2im_nb.shapes import make_shapes_dataset, THINGS, THING_COLORS, STUFF_IDS, OTHER_ID, PREDICATES
+from sg2im_nb.data.shapes import make_shapes_dataset, THINGS, THING_COLORS, STUFF_IDS, OTHER_ID, PREDICATES
 
 pytestmark = pytest.mark.filterwarnings('ignore::DeprecationWarning')  # pycocotools under numpy 2
 
@@ -14,7 +14,7 @@ ARGS = dict(num_train=6, num_val=2, num_test=2, image_size=64, seed=3)
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, '-m', 'sg2im_nb.shapes', *map(str, args)], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, '-m', 'sg2im_nb.data.shapes', *map(str, args)], capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture(scope='module')

@@ -1,11 +1,11 @@
 "The models shipped in data/models: small, safe to load, stripped, the default everywhere, and actually trained."
-import json, os, subprocess, sys
+import os, subprocess, sys
 from pathlib import Path
 import torch
 from sg2im_nb.checkpoint import load_checkpoint, build_model
 from sg2im_nb.inference import default_checkpoint_path, shapes_vocab, untrained_shapes_model
-from sg2im_nb.strip import KEEP
-from sg2im_nb.train_utils import vocab_mismatch
+from sg2im_nb.train.strip import KEEP
+from sg2im_nb.train.run import vocab_mismatch
 
 REPO = Path(__file__).resolve().parent.parent
 SHAPES64 = REPO / 'data' / 'models' / 'shapes64.pt'
@@ -35,9 +35,9 @@ def test_shapes64_is_the_default(monkeypatch, tmp_path):
 
 def test_shapes64_is_trained():
     "Drawn from the ground-truth layout of shapes test images, it is far closer to them than the untrained stand-in."
-    from sg2im_nb.evaluate import eval_dataset
+    from sg2im_nb.eval.evaluate import eval_dataset
     from sg2im_nb.data.common import collate_scene_graphs
-    from sg2im_nb.shapes import make_shapes_dataset
+    from sg2im_nb.data.shapes import make_shapes_dataset
     import tempfile
     with tempfile.TemporaryDirectory() as d:
         make_shapes_dataset(Path(d) / 'shapes', num_train=1, num_val=0, num_test=8, image_size=64, seed=123, num_workers=0)

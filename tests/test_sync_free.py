@@ -2,13 +2,13 @@
 TorchDispatchMode recording aten._local_scalar_dense, nonzero, boolean-mask indexing, value-dependent shapes and
 device-to-host copies, plus a TorchFunctionMode for .tolist()/.numpy()), they record nothing. What CUDA graphs need,
 checked on the CPU."""
-import copy, dataclasses
+import dataclasses
 import pytest, torch
-from sg2im_nb.train_config import make_config
-from sg2im_nb.train_step import build_nets, build_optims, train_step, read_losses
-from sg2im_nb.published import published_train_step
-from sg2im_nb.step_engineering import HostSyncs
-from sg2im_nb.bench import bench_vocab, random_batch
+from sg2im_nb.train.config import make_config
+from sg2im_nb.train.step import build_nets, build_optims, train_step, read_losses
+from sg2im_nb.reference.published import published_train_step
+from sg2im_nb.train.engineering import HostSyncs
+from sg2im_nb.reference.bench import bench_vocab, random_batch
 
 VOCAB = bench_vocab()
 
@@ -24,7 +24,7 @@ def test_recorder_sees_every_kind_of_sync():
         with HostSyncs() as s: read()
         assert s.events, read
     with HostSyncs() as s:
-        y = torch.where(x > 0, x, 0) * 2; x[torch.tensor([0, 3])]; x.repeat_interleave(2); torch.isfinite(x).all()
+        torch.where(x > 0, x, 0) * 2; x[torch.tensor([0, 3])]; x.repeat_interleave(2); torch.isfinite(x).all()
     assert s.events == []
 
 

@@ -1,16 +1,16 @@
-"sg2im-train (sg2im_nb.train*): a tiny CPU run with both checkpoints, SIGKILL + resume, strip, bf16, overfitting, bad input."
+"sg2im-train (sg2im_nb.train.loop*): a tiny CPU run with both checkpoints, SIGKILL + resume, strip, bf16, overfitting, bad input."
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import pytest
 import torch
 from sg2im_nb.checkpoint import load_checkpoint, build_model, save_checkpoint
-from sg2im_nb.core import UserError
-from sg2im_nb.shapes import make_shapes_dataset
-from sg2im_nb.train import train, main
-from sg2im_nb.train_config import make_config
-from sg2im_nb.train_step import build_nets, build_optims, train_step
-from sg2im_nb.train_utils import build_datasets
+from sg2im_nb.cli import UserError
+from sg2im_nb.data.shapes import make_shapes_dataset
+from sg2im_nb.train.loop import train, main
+from sg2im_nb.train.config import make_config
+from sg2im_nb.train.step import build_nets, build_optims, train_step
+from sg2im_nb.train.run import build_datasets
 from sg2im_nb.data.common import collate_scene_graphs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,7 +25,7 @@ def shapes(tmp_path_factory):
 
 
 def _cli(*args, **kw):
-    return subprocess.Popen([sys.executable, '-m', 'sg2im_nb.train', *map(str, args)], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, '-m', 'sg2im_nb.train.loop', *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=REPO, **kw)
 
 
@@ -68,7 +68,7 @@ def test_run_kill_resume_strip(shapes, tmp_path):
     assert all(torch.equal(v, ck['model_state'][k]) for k, v in ref['model_state'].items())
     assert all(torch.equal(v, ck['d_obj_state'][k]) for k, v in ref['d_obj_state'].items())
     # strip, as a process, with the published flags
-    res = subprocess.run([sys.executable, '-m', 'sg2im_nb.strip', '--input_checkpoint', ck_path, '--output_checkpoint',
+    res = subprocess.run([sys.executable, '-m', 'sg2im_nb.train.strip', '--input_checkpoint', ck_path, '--output_checkpoint',
                           tmp_path / 'small.pt', '--keep_discriminators', '0'], capture_output=True, text=True, cwd=REPO)
     assert res.returncode == 0, res.stderr
     assert sorted(load_checkpoint(tmp_path / 'small.pt')) == ['args', 'model_kwargs', 'model_state', 'vocab']

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import h5py
 import pytest
-from sg2im_nb.core import run_cli
+from sg2im_nb.cli import run_cli
 from sg2im_nb.data.vg_preprocess import main, preprocess_vg
 
 SMALL = dict(min_image_size=50, min_object_instances=2, min_attribute_instances=2, min_object_size=10, min_objects_per_image=2,

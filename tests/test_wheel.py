@@ -5,7 +5,6 @@ import json, os, shutil, subprocess, sys, zipfile
 from importlib.metadata import version
 from pathlib import Path
 import numpy as np
-import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,6 +72,6 @@ def test_wheel_installs_beside_torch_and_runs_the_shipped_model_offline(tmp_path
     want = generate(build_model(REPO / 'data' / 'models' / 'shapes64.pt'), GRAPH)[0].image
     np.testing.assert_array_equal(np.asarray(Image.open(elsewhere / 'out' / 'img000000.png')), want)
     # the shipped classifier (object accuracy, IS, FID of sg2im-evaluate) loads from the wheel too
-    code = 'from sg2im_nb.classifier import load_classifier; from sg2im_nb.checkpoint import shipped_model; ' \
+    code = 'from sg2im_nb.eval.classifier import load_classifier; from sg2im_nb.checkpoint import shipped_model; ' \
            "print(len(load_classifier(shipped_model('shapes_classifier.pt')).names))"
     assert int(_run([py, '-c', code], cwd=elsewhere, env=offline).stdout) > 10

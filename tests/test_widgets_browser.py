@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f'{CHROMIUM
               pytest.mark.skipif(sync_api is None, reason='playwright missing (bash .ci/setup_browser)')]
 
 NOTEBOOK = {'cells': [{'cell_type': 'code', 'execution_count': None, 'id': 'editor', 'metadata': {}, 'outputs': [],
-                       'source': "from sg2im_nb.widgets import SceneGraphEditor\nSceneGraphEditor(device='cpu')"}],
+                       'source': "from sg2im_nb.editor.widget import SceneGraphEditor\nSceneGraphEditor(device='cpu')"}],
             'metadata': {'kernelspec': {'display_name': 'Python 3', 'language': 'python', 'name': 'python3'}},
             'nbformat': 4, 'nbformat_minor': 5}
 

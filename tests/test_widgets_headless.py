@@ -5,11 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from sg2im_nb.core import make_vocab
-from sg2im_nb.model import Sg2ImModel
+from sg2im_nb.scene_graph import make_vocab
+from sg2im_nb.model.generator import Sg2ImModel
 from sg2im_nb.inference import untrained_shapes_model, run_model
-from sg2im_nb.editor_render import hex_color
-from sg2im_nb.widgets import SceneGraphEditor, editor_latency, UNTRAINED
+from sg2im_nb.editor.render import hex_color
+from sg2im_nb.editor.widget import SceneGraphEditor, editor_latency, UNTRAINED
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -12,8 +12,9 @@ import h5py
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from ..core import UserError, check_vocab
-from ..checkpoint import atomic_write
+from ..cli import UserError
+from ..scene_graph import check_vocab
+from ..cli import atomic_write
 from .common import Sample, check_path, image_to_float, collate_scene_graphs, sample_rng
 from .coco import coco_triples, mask_centroids
 from .vg import vg_sample_graph

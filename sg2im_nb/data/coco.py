@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
-from ..core import UserError, closest_names
+from ..cli import UserError
+from ..scene_graph import closest_names
 from .common import Sample, check_path, read_json, load_image, image_to_float, check_image_size, in_image_triples, sample_rng
 
 # %% auto #0
@@ -124,7 +125,7 @@ def _whitelist(names, allowed:dict, what:str):
     for n in names:
         if n not in allowed:
             hint = closest_names(n, list(allowed))
-            raise UserError(f'unknown category {n!r} in {what}' + (f'; did you mean {", ".join(map(repr, hint))}?' if hint else f'; use names from the annotation file'))
+            raise UserError(f'unknown category {n!r} in {what}' + (f'; did you mean {", ".join(map(repr, hint))}?' if hint else '; use names from the annotation file'))
     return set(names)
 
 # %% ../../nbs/12_data_coco.ipynb #de93d484

@@ -6,19 +6,18 @@ Docs: https://sg2im-nb.github.io/sg2im_nb/data_common.html.md"""
 
 # %% ../../nbs/11_data_common.ipynb #e101e9c8
 from __future__ import annotations
-import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import NamedTuple, Optional
 import numpy as np
 import torch
 from PIL import Image
-from ..core import UserError, parse_json, MAX_JSON_DEPTH
+from ..cli import UserError, parse_json
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'normalize_images', 'denormalize_images', 'Sample', 'Batch', 'collate_scene_graphs',
-           'split_batch', 'check_path', 'read_json', 'load_image', 'image_to_float', 'check_image_size',
-           'in_image_triples', 'sample_rng']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'normalize_images', 'denormalize_images', 'to_uint8', 'Sample', 'Batch',
+           'collate_scene_graphs', 'split_batch', 'check_path', 'read_json', 'load_image', 'image_to_float',
+           'check_image_size', 'in_image_triples', 'sample_rng']
 
 # %% ../../nbs/11_data_common.ipynb #8b661136
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -40,6 +39,12 @@ def denormalize_images(x:torch.Tensor, # (N, 3, H, W) or (3, H, W) ImageNet-norm
     "Undo `normalize_images`, clamped to [0, 1]."
     mean, std = _stats(x)
     return (x * std + mean).clamp(0, 1)
+
+# %% ../../nbs/11_data_common.ipynb #641e3896
+def to_uint8(imgs:torch.Tensor, # (N, 3, H, W) or (3, H, W) ImageNet-normalised images, any device and float dtype
+            ) -> torch.Tensor: # the same shape, uint8 in 0..255, on the CPU
+    "Normalised images as bytes: `denormalize_images`, times 255, rounded to the nearest integer."
+    return (denormalize_images(imgs.detach().float().cpu()) * 255).round().to(torch.uint8)
 
 # %% ../../nbs/11_data_common.ipynb #5ddfdc4c
 class Sample(NamedTuple):

@@ -10,7 +10,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from ..core import UserError, check_vocab, MAX_JSON_DEPTH
+from ..cli import UserError, MAX_JSON_DEPTH
+from ..scene_graph import check_vocab
 from .common import Sample, check_path, read_json, load_image, image_to_float, check_image_size, in_image_triples, sample_rng
 
 # %% auto #0

@@ -14,11 +14,11 @@ import h5py
 import numpy as np
 from tqdm.auto import tqdm
 import sg2im_nb
-from ..core import UserError, script
-from ..train_config import VG_DIR
-from ..checkpoint import atomic_write
+from ..cli import UserError, script
+from ..train.config import VG_DIR
+from ..cli import atomic_write
 from .common import check_path, read_json
-from .vg_raw import Rel, load_vg
+from .vg_raw import load_vg
 
 # %% auto #0
 __all__ = ['INPUTS', 'VgPreprocessConfig', 'default_splits_json', 'clean_predicate', 'object_vocab', 'attribute_vocab',

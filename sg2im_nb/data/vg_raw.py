@@ -7,7 +7,7 @@ Docs: https://sg2im-nb.github.io/sg2im_nb/vg_raw.html.md"""
 # %% ../../nbs/14a_vg_raw.ipynb #7fb56326
 from __future__ import annotations
 from typing import NamedTuple
-from ..core import UserError
+from ..cli import UserError
 from .common import check_path, read_json
 
 # %% auto #0

@@ -1,0 +1,1 @@
+"The interactive scene-graph editor and sg2im-app."

@@ -1,0 +1,1 @@
+"Evaluation: metrics, the shapes classifier, sg2im-evaluate, ablations."

@@ -1,0 +1,1 @@
+"The networks: layers, graph convolution, layout, CRN, the generator and the discriminators."

@@ -1,0 +1,1 @@
+"The published baseline and the benchmark (never imported by the rest of the package)."

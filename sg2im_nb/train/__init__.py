@@ -1,0 +1,1 @@
+"Training: config, losses, the step, the loop and its run folder."
