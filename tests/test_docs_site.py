@@ -5,7 +5,7 @@ one), every picture must load, no page may show an error output or raise a scrip
 an exported function, and no request may leave 127.0.0.1 (no fonts, scripts or styles from a CDN).
 
 Needs the `playwright` package and Debian's chromium (`bash .ci/setup_browser`); we never run `playwright install`."""
-import functools, http.server, importlib, re, subprocess, threading, urllib.parse, urllib.request
+import functools, http.server, importlib, json, re, subprocess, sys, threading, urllib.parse, urllib.request
 from pathlib import Path
 import pytest
 
@@ -23,6 +23,14 @@ pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f'{CHROMIUM
 
 
 def page_name(nb:Path) -> str: return re.sub(r'^\d+[a-z]?_', '', nb.stem)
+
+
+def notebook_equations(nb:Path) -> list:
+    "The equations of a notebook's markdown cells, found by the build's own rules (.ci/docs/texmath.py)."
+    sys.path.insert(0, str(REPO / '.ci' / 'docs'))
+    import texmath
+    cells = [c for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'markdown']
+    return [e for c in cells for e in texmath.equations(''.join(c['source']) if isinstance(c['source'], list) else c['source'])]
 
 
 @pytest.fixture(scope='module')
@@ -76,7 +84,13 @@ def visited(site, browser):
             ids: Array.from(document.querySelectorAll('[id]')).map(e => e.id),
             errorCells: document.querySelectorAll('.nb-error').length,
             outputs: Array.from(document.querySelectorAll('.nb-output')).map(e => e.innerText),
-            text: document.body.innerText})''')
+            text: document.body.innerText,
+            prose: (() => { const a = document.querySelector('article'); if (!a) return '';
+                            const c = a.cloneNode(true); c.querySelectorAll('pre, code').forEach(e => e.remove());
+                            return c.innerText; })(),
+            equations: Array.from(document.querySelectorAll('article math')).filter(m => !m.closest('.nb-output, .nb-doc')).map(m => {
+                const r = m.getBoundingClientRect();
+                return {display: m.getAttribute('display'), w: r.width, h: r.height, errors: m.querySelectorAll('merror').length}; })})''')
         out[rel] = {**info, 'script_errors': list(errors)}
     page.close()
     return out
@@ -153,3 +167,21 @@ def test_search_finds_a_function(site, browser):
 def test_nothing_leaves_localhost(browser, visited):
     _, outside = browser
     assert visited and not outside, outside[:20]
+
+
+def test_math_is_typeset(visited):
+    """Every equation of a notebook's markdown is a MathML element of its page with a size (drawn), none an error,
+    and no TeX is left in the page's prose: no `$$`, no backslash command such as \\frac or \\tilde outside code."""
+    bad, total = [], 0
+    for nb in sorted((REPO / 'nbs').glob('*.ipynb')):
+        rel = page_name(nb) + '.html'
+        info, eqs = visited[rel], notebook_equations(nb)
+        total += len(eqs)
+        if len(info['equations']) != len(eqs): bad.append(f'{rel}: {len(info["equations"])} equations shown, {len(eqs)} in {nb.name}')
+        want = ['block' if e.display else 'inline' for e in eqs]
+        if [e['display'] for e in info['equations']] != want[:len(info['equations'])]: bad.append(f'{rel}: inline/display order differs')
+        bad += [f'{rel}: equation {k} is not drawn ({e})' for k, e in enumerate(info['equations']) if e['w'] < 4 or e['h'] < 4 or e['errors']]
+    for rel, info in visited.items():
+        for m in re.finditer(r'\$\$|\\[A-Za-z]{2,}', info['prose']):
+            bad.append(f'{rel}: raw TeX in the text: {info["prose"][max(0, m.start() - 40):m.end() + 40]!r}')
+    assert total > 100 and not bad, '\n'.join(bad[:30])
