@@ -185,3 +185,18 @@ def test_math_is_typeset(visited):
         for m in re.finditer(r'\$\$|\\[A-Za-z]{2,}', info['prose']):
             bad.append(f'{rel}: raw TeX in the text: {info["prose"][max(0, m.start() - 40):m.end() + 40]!r}')
     assert total > 100 and not bad, '\n'.join(bad[:30])
+
+
+def test_home_page_shows_the_course(visited):
+    "The home page has the course table (a link, a promise and a reading time per lesson), then Reference and Engineering."
+    sys.path.insert(0, str(REPO / '.ci' / 'docs'))
+    import course
+    home = visited['index.html']
+    groups = course.parts(list((REPO / 'nbs').glob('*.ipynb')))
+    entries = {course.key(e['notebook']): e for e in course.load()['Course']['entries']}
+    for nb in groups['Course']:
+        assert any(l.split('#')[0].endswith('/' + page_name(nb) + '.html') for l in home['links']), nb.name
+        assert entries[course.key(nb.stem)]['promise'] in home['text'] and f'{entries[course.key(nb.stem)]["minutes"]} min' in home['text']
+    text = home['text']
+    assert text.index('The course') < text.index('Reference:') < text.index('Engineering:')
+    for part in course.PARTS: assert f'\n{part}\n' in text  # the navigation's three parts

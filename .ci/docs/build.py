@@ -28,13 +28,12 @@ notebooks, 2 shared CPU cores, headless Chromium):
 Usage: python .ci/docs/build.py [--out DIR] (default: _proc/site)"""
 import argparse, ast, base64, importlib, json, re, shutil, sys
 from pathlib import Path
-import texmath
+import course, texmath
 
 ROOT = Path(__file__).resolve().parents[2]
 NBS = ROOT / 'nbs'
 PKG = 'sg2im_nb'
-SECTIONS = {'0': 'The model', '1': 'Data', '2': 'Training', '3': 'Using a model', '4': 'Evaluation',
-            '5': 'Speed', '6': 'Downloads'}
+COURSE_MARKER = '<!-- course -->'  # where the home page gets the course table (else: before its "## The notebooks")
 NO_LINK = {'main', 'train', 'val', 'test'}  # names that prose also uses as plain words
 _re_directive = re.compile(r'^\s*#\|\s*([\w-]+)\s*:?\s*(.*?)\s*$')
 _re_ansi = re.compile(r'\x1b\[[0-9;?]*[ -/]*[@-~]')
@@ -229,6 +228,7 @@ class Site:
                     obj = lookup(module, n)
                     if obj is None: raise SystemExit(f'error: {nb_path.name} exports {n}, but {module.__name__} has no {n}; run nbdev-export')
                     blocks.append(show_doc_md(obj, n))
+        if nb_path.stem == 'index': blocks = insert_course(blocks)
         return '\n\n'.join(blocks) + '\n'
 
     def build(self) -> list:
@@ -239,23 +239,30 @@ class Site:
         names = [page_name(p) for p in nbs]
         if len(set(names)) != len(names): raise SystemExit(f'error: two notebooks give the same page name: {sorted(names)}')
         for p, nb in loaded.items(): self.index_notebook(p, nb)
-        for p, nb in loaded.items():
-            (self.out / f'{page_name(p)}.md').write_text(self.render_notebook(p, nb))
-            title = next((l[2:].strip() for c in nb['cells'] if c['cell_type'] == 'markdown'
-                          for l in cell_source(c).splitlines() if l.startswith('# ')), page_name(p))
-            section = 'Home' if p.stem == 'index' else SECTIONS.get(p.stem[0], 'More')
-            self.pages.append((section, title if p.stem == 'index' else f'{p.stem.split("_")[0]} · {title}', f'{page_name(p)}.md'))
+        try: groups = course.parts(nbs)
+        except course.CourseError as e: raise SystemExit(f'error: {e}') from None
+        for p, nb in loaded.items(): (self.out / f'{page_name(p)}.md').write_text(self.render_notebook(p, nb))
+        self.pages += [('Home', course.title(p), 'index.md') for p in nbs if p.stem == 'index']
+        self.pages += [(part, f'{p.stem.split("_")[0]} · {course.title(p)}', f'{page_name(p)}.md') for part, ps in groups.items() for p in ps]
         return self.pages
 
 
+def insert_course(blocks:list) -> list:
+    "The home page's blocks with the course table (course.course_markdown) at COURSE_MARKER, or before its notebook list."
+    md = course.course_markdown(NBS, lambda nb: f'{page_name(nb)}.md')
+    for i, b in enumerate(blocks):
+        if COURSE_MARKER in b: return blocks[:i] + [b.replace(COURSE_MARKER, md)] + blocks[i + 1:]
+    at = next((i for i, b in enumerate(blocks) if b.startswith('## The notebooks')), min(2, len(blocks)))
+    return blocks[:at] + [md] + blocks[at:]
+
+
 def nav(pages:list) -> list:
-    "The MkDocs navigation: the home page, then one section per group of notebooks, in notebook order."
-    out, sections = [], {}
+    "The MkDocs navigation: the home page, then the Course, Reference and Engineering parts (course.json), then files."
+    sections = {'Home': None, **{part: [] for part in course.PARTS}}
     for section, title, path in pages:
-        if section == 'Home': out.insert(0, {'Home': path}); continue
-        if section not in sections: sections[section] = []; out.append({section: sections[section]})
-        sections[section].append({title: path})
-    return out
+        if section == 'Home': sections['Home'] = path
+        else: sections.setdefault(section, []).append({title: path})
+    return [{name: items} for name, items in sections.items() if items]
 
 
 def main():
