@@ -78,7 +78,7 @@ def visited(site, browser):
         resp = page.goto(f'{site}/{rel}', wait_until='load')
         assert resp.status == 200, rel
         page.wait_for_function('Array.from(document.images).every(i => i.complete)', timeout=20_000)
-        info = page.evaluate('''() => ({
+        info = page.evaluate(r'''() => ({
             links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),
             images: Array.from(document.images).map(i => [i.currentSrc || i.src, i.naturalWidth]),
             ids: Array.from(document.querySelectorAll('[id]')).map(e => e.id),
@@ -88,6 +88,21 @@ def visited(site, browser):
             prose: (() => { const a = document.querySelector('article'); if (!a) return '';
                             const c = a.cloneNode(true); c.querySelectorAll('pre, code').forEach(e => e.remove());
                             return c.innerText; })(),
+            docs: Array.from(document.querySelectorAll('.nb-doc')).map(e => e.innerText),
+            notebookMentions: (() => {  // mentions of a notebook (21_train_step, nbs/03_layout.ipynb) in prose, and whether linked
+                const re = /(?<![\w\/.\-])(?:nbs\/)?(\d{2}[a-z]?_[a-z][a-z0-9_]*)(?:\.ipynb)?(?![\w\/\-])/g, out = [];
+                const a = document.querySelector('article');
+                if (!a) return out;
+                const walk = document.createTreeWalker(a, NodeFilter.SHOW_TEXT);
+                for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+                    const el = n.parentElement;
+                    if (el.closest('pre, .nb-output, .nb-doc, math')) continue;
+                    const code = el.closest('code');
+                    if (code && !/^(?:nbs\/)?\d{2}[a-z]?_[a-z][a-z0-9_]*(?:\.ipynb)?$/.test(code.textContent)) continue;
+                    for (const m of n.textContent.matchAll(re))
+                        out.push({name: m[1], href: el.closest('a') ? el.closest('a').href : null});
+                }
+                return out; })(),
             equations: Array.from(document.querySelectorAll('article math')).filter(m => !m.closest('.nb-output, .nb-doc')).map(m => {
                 const r = m.getBoundingClientRect();
                 return {display: m.getAttribute('display'), w: r.width, h: r.height, errors: m.querySelectorAll('merror').length}; })})''')
@@ -200,3 +215,24 @@ def test_home_page_shows_the_course(visited):
     text = home['text']
     assert text.index('The course') < text.index('Reference:') < text.index('Engineering:')
     for part in course.PARTS: assert f'\n{part}\n' in text  # the navigation's three parts
+
+
+def test_classes_show_as_classes(visited):
+    "show_doc writes classes like functions; the site shows `class Name(...)` with the parameters it is called with."
+    for rel, name, params in [('model.html', 'Sg2ImModel', 'vocab:dict'), ('core.html', 'EncodedGraphs', 'objs:torch.Tensor')]:
+        doc = next((d for d in visited[rel]['docs'] if d.lstrip().startswith(name)), '')
+        assert f'class {name}(' in doc and params in doc and f'def {name}(' not in doc, (rel, doc[:300])
+    defs = [d.split('\n')[0] for info in visited.values() for d in info['docs'] if re.search(r'^def (Sg2ImModel|EncodedGraphs|Batch)\(', d, re.M)]
+    assert not defs, defs
+
+
+def test_notebook_mentions_are_links(visited):
+    "A notebook named in prose (`21_train_step`, nbs/03_layout.ipynb) links to its page (test_internal_links_resolve: it resolves)."
+    bad, linked = [], 0
+    for rel, info in visited.items():
+        own = rel.removesuffix('.html')
+        for m in info['notebookMentions']:
+            if m['href']: linked += 1; expect = page_name(Path(m['name'])) + '.html'; ok = m['href'].split('#')[0].endswith('/' + expect)
+            else: ok = page_name(Path(m['name'])) == own  # a page's mention of itself stays text
+            if not ok: bad.append(f'{rel}: {m["name"]} -> {m["href"]}')
+    assert linked > 50 and not bad, '\n'.join(bad[:30])

@@ -26,7 +26,7 @@ notebooks, 2 shared CPU cores, headless Chromium):
   writes a few things MathML Core does not draw (bold, `\overline`, column alignment, accents, primes, spacing of
   function names and signs): texmath.py mends them.
 Usage: python .ci/docs/build.py [--out DIR] (default: _proc/site)"""
-import argparse, ast, base64, importlib, json, re, shutil, sys
+import argparse, ast, base64, importlib, inspect, json, re, shutil, sys
 from pathlib import Path
 import course, texmath
 
@@ -38,6 +38,13 @@ NO_LINK = {'main', 'train', 'val', 'test'}  # names that prose also uses as plai
 _re_directive = re.compile(r'^\s*#\|\s*([\w-]+)\s*:?\s*(.*?)\s*$')
 _re_ansi = re.compile(r'\x1b\[[0-9;?]*[ -/]*[@-~]')
 _re_prefix = re.compile(r'^\d+[a-z]?_')
+_NB = r'(?:nbs/)?(?P<stem>\d{2}[a-z]?_[a-z][a-z0-9_]*)(?:\.ipynb)?'  # 21_train_step, nbs/03_layout.ipynb
+_re_nb_code = re.compile(rf'^`{_NB}`$')
+_re_nb_text = re.compile(rf'(?<![\w/.\-]){_NB}(?![\w/\-])')
+# markdown's inline pieces that are not prose: code spans (linked only when they hold just a notebook's name), links,
+# HTML tags, URLs, math placeholders; what is between them is prose
+_re_inline = re.compile(r'(?P<code>(?<!`)(`+)(?!`).+?(?<!`)\2(?!`))|(?P<skip>!?\[[^\]]*\]\([^)]*\)|<[^>\n]+>|https?://\S+|\ue000\d+\ue001)'
+                        r'|(?P<text>(?:(?!https?://)[^`\[<\ue000])+|.)', re.S)
 
 
 def page_name(nb:Path) -> str:
@@ -82,10 +89,30 @@ def lookup(module, name:str):
     return obj
 
 
+def _anno(a) -> str:
+    "An annotation as it is written: `torch.Tensor`, not `ForwardRef('torch.Tensor')`."
+    if isinstance(a, str): return a
+    return getattr(a, '__forward_arg__', None) or inspect.formatannotation(a)
+
+
+def class_header(obj, md:str) -> str:
+    """show_doc writes a class as `def Name(...)`: make it `class Name(...)`, and where its signature says nothing
+    (`*args, **kwargs`, a NamedTuple's say) give the parameters the class is called with."""
+    md = re.sub(r'^(```python\n)def ', r'\1class ', md, count=1, flags=re.M)
+    if not re.search(r'^class \w+\(\s*\*args, \*\*kwargs\s*\):', md, flags=re.M): return md
+    try: params = inspect.signature(obj).parameters.values()
+    except (TypeError, ValueError): return md
+    star = {p.VAR_POSITIONAL: '*', p.VAR_KEYWORD: '**'} if (p := next(iter(params), None)) else {}
+    text = ', '.join(star.get(p.kind, '') + p.name + (f':{_anno(p.annotation)}' if p.annotation is not p.empty else '')
+                     + (f'={p.default!r}' if p.default is not p.empty else '') for p in params)
+    return re.sub(r'^class (\w+)\(\s*\*args, \*\*kwargs\s*\):', lambda m: f'class {m.group(1)}({text}):', md, count=1, flags=re.M)
+
+
 def show_doc_md(obj, name:str) -> str:
     "nbdev's show_doc markdown for `obj`, with nbdev's anchor (the lower-case name) and without its GitHub source link."
     from nbdev.showdoc import show_doc
     md = show_doc(obj)._repr_markdown_()
+    if inspect.isclass(obj): md = class_header(obj, md)
     md = re.sub(r'^\[source\]\(.*$', '', md, flags=re.M)
     md = re.sub(r'^---\s*$', '', md, count=1, flags=re.M).strip()
     md = re.sub(r'^(#{2,4}) ' + re.escape(name) + r'\s*$', lambda m: f'{m.group(1)} {name} {{ #{name.lower()} }}', md, count=1, flags=re.M)
@@ -122,7 +149,21 @@ class Site:
         parts = re.split(r'(^`{3,}.*?^`{3,}\s*$)', md, flags=re.M | re.S)
         for i in range(0, len(parts), 2):
             parts[i] = re.sub(r'(\[)?`([A-Za-z_][\w.]*(?:\(\))?)`(?!\]|\()', sub, parts[i])
+            parts[i] = self.link_notebooks(parts[i], here)
         return ''.join(parts)
+
+    def link_notebooks(self, md:str, here:str) -> str:
+        """Link the notebooks named in prose, backticked or not: `21_train_step`, 21_train_step.ipynb,
+        nbs/03_layout.ipynb -> a link to the page. Code spans that hold more than a name, links, HTML tags and URLs are
+        left alone, and so is a page's mention of itself."""
+        def name(m):
+            target = self.links.get(m.group('stem'))
+            return m.group(0) if target is None or target == here else f'[{m.group(0)}]({target})'
+        def piece(m):
+            if m.group('code') is not None: return _re_nb_code.sub(name, m.group(0))
+            if m.group('skip') is not None: return m.group(0)
+            return _re_nb_text.sub(name, m.group(0))
+        return _re_inline.sub(piece, md)
 
     def local_file(self, target:str, base:Path):
         "A file of the repository that a notebook links to, or None."
