@@ -9,7 +9,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / '.ci' / 'docs'))
-texmath = pytest.importorskip('texmath', reason='needs latex2mathml (pip install -e ".[docs]")')
+import texmath  # needs latex2mathml: pip install -e ".[docs]" (or .[dev])
 
 
 def notebook_equations():

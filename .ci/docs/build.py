@@ -1,14 +1,18 @@
-"""Turn the notebooks into the markdown pages of the documentation site, without executing them.
+r"""Turn the notebooks into the markdown pages of the documentation site, without executing them.
 
 Run by `bash .ci/build_docs`, which then builds the site with MkDocs (Material theme) into `_docs/`.
 
-- Every notebook of `nbs/` becomes one page, in file order (`09_vis.ipynb` -> `vis.html`, the URL nbdev would use;
-  `index.ipynb`, the README, is the home page). Cells are rendered with their *stored* outputs: pictures are written
-  next to the page as PNG or JPEG files, markdown outputs (tables) stay markdown, text is shown as text.
+- Every notebook of `nbs/` becomes one page (`09_vis.ipynb` -> `vis.html`, the URL nbdev would use; `index.ipynb`,
+  the README, is the home page). Cells are rendered with their *stored* outputs: pictures are written next to the page
+  as PNG or JPEG files, markdown outputs (tables) stay markdown, text is shown as text.
+- The navigation has three parts, Course (the lessons in reading order), Reference and Engineering, and the home page
+  gets the course table at its `<!-- course -->` marker: both from .ci/docs/course.json, by .ci/docs/course.py.
 - nbdev directives are honoured: `#| hide` cells are left out, directive lines are not shown.
 - After every `#| export` cell come the docs of what it defines, as nbdev shows them: `nbdev.showdoc.show_doc` of
-  the object imported from the installed package (signature with docments, docstring). Nothing in the notebooks runs.
-- Backticked names of exported functions, classes and notebooks in the prose link to their docs (as nbdev does).
+  the object imported from the installed package (signature with docments, docstring), a class as `class Name(...)`
+  with the parameters it is called with. Nothing in the notebooks runs.
+- Backticked names of exported functions and classes in the prose link to their docs (as nbdev does), and so do
+  notebooks named in prose, backticked or not (`21_train_step`, nbs/03_layout.ipynb).
 - Local files a notebook links to (pictures, `data/models/shapes64.md`) are copied in; a linked markdown file
   becomes a page of its own.
 - Math (`$...$`, `$$...$$` in markdown cells) is typeset at build time as MathML (.ci/docs/texmath.py).
@@ -25,6 +29,7 @@ notebooks, 2 shared CPU cores, headless Chromium):
   (113 kB, 0.7 s). latex2mathml lacks `aligned` and `\operatorname` (rewritten to `align*` and `\mathrm`), and
   writes a few things MathML Core does not draw (bold, `\overline`, column alignment, accents, primes, spacing of
   function names and signs): texmath.py mends them.
+
 Usage: python .ci/docs/build.py [--out DIR] (default: _proc/site)"""
 import argparse, ast, base64, importlib, inspect, json, re, shutil, sys
 from pathlib import Path

@@ -4,11 +4,12 @@
   fenced code blocks or code spans, never an escaped `\\$`; an inline `$` opens math only when a non-space follows it
   and closes it only when a non-space precedes it and no digit follows it, so "costs $5 or $10" stays text.
 - `to_mathml(tex, display)` converts one equation with latex2mathml, after rewriting the few constructs it lacks
-  (`aligned`, `\\operatorname`), and mends what Chromium's MathML Core does not draw (bold by `mathvariant`, `\\sim`,
-  accents); an equation that does not convert cleanly raises `MathError`.
+  (`aligned`, `\\operatorname`), and mends what Chromium's MathML Core does not draw (see `_mend`); an equation that
+  does not convert cleanly raises `MathError`.
+- `write_font(pages)` writes the math font the site's CSS asks for: STIX Two Math, cut down to what the pages use.
 - `protect(md)` puts a placeholder where each equation stands, so that the build's own link rewriting and markdown
-  never see the TeX (no `_` or `*` turned into emphasis); `restore` puts the MathML there afterwards. Every
-  character of the MathML's text is written as a character reference, so markdown finds nothing to act on in it.
+  never see the TeX (no `_` or `*` turned into emphasis); `restore` puts the MathML there afterwards. In the MathML's
+  text every character but ASCII letters, digits and spaces is a character reference: markdown finds nothing in it.
 
 This file is named texmath.py, not math.py: build.py's folder is on sys.path and would hide Python's math module."""
 import html, re
@@ -25,9 +26,9 @@ REWRITES = [(re.compile(r'\\begin\{aligned\}'), r'\\begin{align*}'), (re.compile
 # `\mathbf` comes out as mathvariant="bold", which Chromium ignores: use the Unicode bold letters and digits instead
 _BOLD = {**{chr(ord('A') + i): chr(0x1D400 + i) for i in range(26)}, **{chr(ord('a') + i): chr(0x1D41A + i) for i in range(26)},
          **{chr(ord('0') + i): chr(0x1D7CE + i) for i in range(10)}}
-_PUNCT = set(',;:!')
+_PUNCT = set(',;:!')  # the converter gives these as identifiers; as operators they get TeX's punctuation spacing
 _PRIMES = ('\u2032', '\u2033', '\u2034')
-_ROWS = ('math', 'mrow', 'mtd', 'msqrt', 'mstyle', 'mpadded', 'mphantom')  # the converter gives these as identifiers; as operators they get TeX's punctuation spacing
+_ROWS = ('math', 'mrow', 'mtd', 'msqrt', 'mstyle', 'mpadded', 'mphantom')  # elements that lay out their children in a row
 
 
 class MathError(ValueError): pass
