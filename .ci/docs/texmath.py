@@ -144,7 +144,7 @@ def _mend(node):
         _align_columns(node)
     if tag in _ROWS:
         for k, el in enumerate(node):  # a sign that starts a row or follows an operator is unary: no space around it
-            prev = node[k - 1] if k else None
+            prev = next((c for c in reversed(node[:k]) if c.tag != 'mspace'), None)
             if el.tag == 'mo' and el.text in ('\u2212', '+', '-', '\u00b1') and (
                     prev is None or (prev.tag == 'mo' and prev.text not in (')', ']', '}', '|', '\u2016'))):
                 el.set('lspace', '0'); el.set('rspace', '0')
