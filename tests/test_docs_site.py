@@ -5,7 +5,7 @@ one), every picture must load, no page may show an error output or raise a scrip
 an exported function, and no request may leave 127.0.0.1 (no fonts, scripts or styles from a CDN).
 
 Needs the `playwright` package and Debian's chromium (`bash .ci/setup_browser`); we never run `playwright install`."""
-import functools, http.server, importlib, re, subprocess, threading, urllib.parse, urllib.request
+import functools, http.server, importlib, json, re, subprocess, sys, threading, urllib.parse, urllib.request
 from pathlib import Path
 import pytest
 
@@ -23,6 +23,14 @@ pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f'{CHROMIUM
 
 
 def page_name(nb:Path) -> str: return re.sub(r'^\d+[a-z]?_', '', nb.stem)
+
+
+def notebook_equations(nb:Path) -> list:
+    "The equations of a notebook's markdown cells, found by the build's own rules (.ci/docs/texmath.py)."
+    sys.path.insert(0, str(REPO / '.ci' / 'docs'))
+    import texmath
+    cells = [c for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'markdown']
+    return [e for c in cells for e in texmath.equations(''.join(c['source']) if isinstance(c['source'], list) else c['source'])]
 
 
 @pytest.fixture(scope='module')
@@ -70,13 +78,34 @@ def visited(site, browser):
         resp = page.goto(f'{site}/{rel}', wait_until='load')
         assert resp.status == 200, rel
         page.wait_for_function('Array.from(document.images).every(i => i.complete)', timeout=20_000)
-        info = page.evaluate('''() => ({
+        info = page.evaluate(r'''() => ({
             links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),
             images: Array.from(document.images).map(i => [i.currentSrc || i.src, i.naturalWidth]),
             ids: Array.from(document.querySelectorAll('[id]')).map(e => e.id),
             errorCells: document.querySelectorAll('.nb-error').length,
             outputs: Array.from(document.querySelectorAll('.nb-output')).map(e => e.innerText),
-            text: document.body.innerText})''')
+            text: document.body.innerText,
+            prose: (() => { const a = document.querySelector('article'); if (!a) return '';
+                            const c = a.cloneNode(true); c.querySelectorAll('pre, code').forEach(e => e.remove());
+                            return c.innerText; })(),
+            docs: Array.from(document.querySelectorAll('.nb-doc')).map(e => e.innerText),
+            notebookMentions: (() => {  // mentions of a notebook (21_train_step, nbs/03_layout.ipynb) in prose, and whether linked
+                const re = /(?<![\w\/.\-])(?:nbs\/)?(\d{2}[a-z]?_[a-z][a-z0-9_]*)(?:\.ipynb)?(?![\w\/\-])/g, out = [];
+                const a = document.querySelector('article');
+                if (!a) return out;
+                const walk = document.createTreeWalker(a, NodeFilter.SHOW_TEXT);
+                for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+                    const el = n.parentElement;
+                    if (el.closest('pre, .nb-output, .nb-doc, math')) continue;
+                    const code = el.closest('code');
+                    if (code && !/^(?:nbs\/)?\d{2}[a-z]?_[a-z][a-z0-9_]*(?:\.ipynb)?$/.test(code.textContent)) continue;
+                    for (const m of n.textContent.matchAll(re))
+                        out.push({name: m[1], href: el.closest('a') ? el.closest('a').href : null});
+                }
+                return out; })(),
+            equations: Array.from(document.querySelectorAll('article math')).filter(m => !m.closest('.nb-output, .nb-doc')).map(m => {
+                const r = m.getBoundingClientRect();
+                return {display: m.getAttribute('display'), w: r.width, h: r.height, errors: m.querySelectorAll('merror').length}; })})''')
         out[rel] = {**info, 'script_errors': list(errors)}
     page.close()
     return out
@@ -153,3 +182,57 @@ def test_search_finds_a_function(site, browser):
 def test_nothing_leaves_localhost(browser, visited):
     _, outside = browser
     assert visited and not outside, outside[:20]
+
+
+def test_math_is_typeset(visited):
+    """Every equation of a notebook's markdown is a MathML element of its page with a size (drawn), none an error,
+    and no TeX is left in the page's prose: no `$$`, no backslash command such as \\frac or \\tilde outside code."""
+    bad, total = [], 0
+    for nb in sorted((REPO / 'nbs').glob('*.ipynb')):
+        rel = page_name(nb) + '.html'
+        info, eqs = visited[rel], notebook_equations(nb)
+        total += len(eqs)
+        if len(info['equations']) != len(eqs): bad.append(f'{rel}: {len(info["equations"])} equations shown, {len(eqs)} in {nb.name}')
+        want = ['block' if e.display else 'inline' for e in eqs]
+        if [e['display'] for e in info['equations']] != want[:len(info['equations'])]: bad.append(f'{rel}: inline/display order differs')
+        bad += [f'{rel}: equation {k} is not drawn ({e})' for k, e in enumerate(info['equations']) if e['w'] < 4 or e['h'] < 4 or e['errors']]
+    for rel, info in visited.items():
+        for m in re.finditer(r'\$\$|\\[A-Za-z]{2,}', info['prose']):
+            bad.append(f'{rel}: raw TeX in the text: {info["prose"][max(0, m.start() - 40):m.end() + 40]!r}')
+    assert total > 100 and not bad, '\n'.join(bad[:30])
+
+
+def test_home_page_shows_the_course(visited):
+    "The home page has the course table (a link, a promise and a reading time per lesson), then Reference and Engineering."
+    sys.path.insert(0, str(REPO / '.ci' / 'docs'))
+    import course
+    home = visited['index.html']
+    groups = course.parts(list((REPO / 'nbs').glob('*.ipynb')))
+    entries = {course.key(e['notebook']): e for e in course.load()['Course']['entries']}
+    for nb in groups['Course']:
+        assert any(l.split('#')[0].endswith('/' + page_name(nb) + '.html') for l in home['links']), nb.name
+        assert entries[course.key(nb.stem)]['promise'] in home['text'] and f'{entries[course.key(nb.stem)]["minutes"]} min' in home['text']
+    text = home['text']
+    assert text.index('The course') < text.index('Reference:') < text.index('Engineering:')
+    for part in course.PARTS: assert f'\n{part}\n' in text  # the navigation's three parts
+
+
+def test_classes_show_as_classes(visited):
+    "show_doc writes classes like functions; the site shows `class Name(...)` with the parameters it is called with."
+    for rel, name, params in [('model.html', 'Sg2ImModel', 'vocab:dict'), ('scene_graphs.html', 'EncodedGraphs', 'objs:torch.Tensor')]:
+        doc = next((d for d in visited[rel]['docs'] if d.lstrip().startswith(name)), '')
+        assert f'class {name}(' in doc and params in doc and f'def {name}(' not in doc, (rel, doc[:300])
+    defs = [d.split('\n')[0] for info in visited.values() for d in info['docs'] if re.search(r'^def (Sg2ImModel|EncodedGraphs|Batch)\(', d, re.M)]
+    assert not defs, defs
+
+
+def test_notebook_mentions_are_links(visited):
+    "A notebook named in prose (`21_train_step`, nbs/03_layout.ipynb) links to its page (test_internal_links_resolve: it resolves)."
+    bad, linked = [], 0
+    for rel, info in visited.items():
+        own = rel.removesuffix('.html')
+        for m in info['notebookMentions']:
+            if m['href']: linked += 1; expect = page_name(Path(m['name'])) + '.html'; ok = m['href'].split('#')[0].endswith('/' + expect)
+            else: ok = page_name(Path(m['name'])) == own  # a page's mention of itself stays text
+            if not ok: bad.append(f'{rel}: {m["name"]} -> {m["href"]}')
+    assert linked > 50 and not bad, '\n'.join(bad[:30])
