@@ -1,4 +1,4 @@
-"""What sg2im does, the vocabulary layout of its published checkpoints, and JSON scene graphs encoded into the tensors every network reads.
+"""The first lesson of the course: what sg2im does, the lessons in order, and JSON scene graphs encoded into the tensors every network reads.
 
 Docs: https://sg2im-nb.github.io/sg2im_nb/scene_graphs.html.md"""
 
@@ -133,4 +133,3 @@ def check_boxes(boxes, num_objects:int, i:int=0) -> list:
         if not ok or not all(0 <= v <= 1 for v in b) or not (b[0] < b[2] and b[1] < b[3]):
             raise UserError(f'{where}, box {j}: {b!r} is not [x0, y0, x1, y1] with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 (or null)')
     return [None if b is None else [float(v) for v in b] for b in boxes]
-

@@ -1,4 +1,4 @@
-"""The image decoder of sg2im: from a coarse grid of zeros to an RGB image, refined scale by scale with the scene layout.
+"""The image decoder of sg2im: from a coarse grid of zeros to an RGB image, refined scale by scale with the scene layout; written plainly first, then the fast exported network, checked equal.
 
 Docs: https://sg2im-nb.github.io/sg2im_nb/crn.html.md"""
 

@@ -1,4 +1,4 @@
-"""Placing each object's vector in its box (optionally shaped by its mask) to build the (N, D, H, W) scene layout, without the O x D x H x W intermediate.
+"""Placing each object's vector, shaped by its mask, in its box: the (N, D, H, W) scene layout, built first as the paper and the published code do, then without their O x D x H x W intermediate.
 
 Docs: https://sg2im-nb.github.io/sg2im_nb/layout.html.md"""
 
