@@ -112,7 +112,14 @@ def test_edit_in_place_history_strip_and_examples(model):
     v = send(ed, 2, {'op': 'history', 'id': v['strip'][0]['id']})
     assert ed.scene_graph['objects'] == ['sky', 'grass', 'circle', 'square'] and v['before_after']['label'] == 'back to start'
     v = send(ed, 3, {'op': 'example', 'key': 'shapes_demo 1'})
-    assert (v['example'], v['example_edited']) == ('shapes_demo 1', False) and set(v['thumbs']) == {k for k, _ in v['examples']}
+    assert (v['example'], v['example_edited']) == ('shapes_demo 1', False) and set(ed.widget.thumbs) == {k for k, _ in v['examples']}
+    assert 'thumbs' not in v and all(set(e) == {'id', 'label', 'current'} for e in v['strip'])   # the view stays small
+    sent = []
+    ed.widget.send = lambda content, buffers=None: sent.append(content)                             # a view opened later asks
+    ed._on_msg(ed.widget, {'type': 'strip_images', 'ids': [e['id'] for e in v['strip']]})
+    assert sent[0]['type'] == 'strip_images' and len(sent[0]['images']) == len(v['strip'])
+    assert all(u.startswith('data:image/png;base64,') for u in sent[0]['images'].values())
+    assert len(json.dumps(v)) < 40_000, len(json.dumps(v))
     v = send(ed, 4, {'op': 'add_object', 'name': 'star'})
     assert (v['example'], v['example_edited']) == ('shapes_demo 1', True)
     v = send(ed, 5, {'op': 'clear'})

@@ -17,4 +17,5 @@ class EditorWidget(anywidget.AnyWidget):
     "The scene-graph editor's browser side: shows `view`, sends actions as custom messages."
     _esm = EDITOR_JS   # sg2im_nb/editor/static/editor.js
     _css = EDITOR_CSS  # sg2im_nb/editor/static/editor.css
-    view = traitlets.Dict().tag(sync=True)
+    view = traitlets.Dict().tag(sync=True)    # what to show: written by the kernel after each batch of actions
+    thumbs = traitlets.Dict().tag(sync=True)  # {example: PNG data URL}, written when the model changes

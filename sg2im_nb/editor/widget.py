@@ -191,10 +191,12 @@ class SceneGraphEditor(EditorEdits, EditorAccess):
         return self.history.focus
 
     def render(self, notes:list=()):
-        "Redraw the current state and send the view to the browser."
-        self.widget.view = _view(self, notes)
+        "Redraw the current state and send the view to the browser (the example thumbnails only when they change)."
+        self.widget.view, self.widget.thumbs = _view(self, notes), self.thumbs
 
     def _on_msg(self, widget, content, buffers=None):
+        if isinstance(content, dict) and content.get('type') == 'strip_images' and isinstance(content.get('ids'), list):
+            return self.widget.send({'type': 'strip_images', 'images': {e['id']: e['image'] for e in self.strip if e['id'] in content['ids']}})
         if not isinstance(content, dict) or content.get('type') != 'actions': return
         view, seq, actions = content.get('view'), content.get('seq'), content.get('actions')
         if isinstance(view, str) and isinstance(seq, int):
@@ -288,7 +290,7 @@ def _drawn(ed:SceneGraphEditor, st:EditorState):
     return ed.cache[key]
 
 def _track(ed:SceneGraphEditor, st:EditorState, image:str) -> dict|None:
-    "Put the shown state in the history strip (once per state); return the before-and-after of the last edit."
+    "Put the shown state in the history strip (once per state); return the entry before the last edit and its label."
     if not image: return None
     prev = next((e for e in ed.strip if e['current']), None)
     for e in ed.strip: e['current'] = e['state'] == st
@@ -297,7 +299,7 @@ def _track(ed:SceneGraphEditor, st:EditorState, image:str) -> dict|None:
         ed._entries += 1
         cur = {'id': ed._entries, 'state': st, 'image': image, 'label': ed._edit or 'start', 'current': True}
         ed.strip = (ed.strip + [cur])[-ed.strip_size:]
-    if prev is not None and prev is not cur: ed._before = {'before': prev['image'], 'after': image, 'label': ed._edit or ''}
+    if prev is not None and prev is not cur: ed._before = {'before': prev['id'], 'label': ed._edit or ''}
     return ed._before
 
 # %% ../../nbs/31_widgets.ipynb #f326ab8a
@@ -319,10 +321,10 @@ def _view(ed:SceneGraphEditor, notes:list=()) -> dict:
             'relationships': [{'id': x.id, 's': x.s, 'p': x.p, 'o': x.o} for x in st.relationships],
             'object_names': h.object_names, 'predicates': h.predicates, 'messages': ed.messages,
             'can_undo': h.can_undo, 'can_redo': h.can_redo, 'focus': h.focus, 'focus_rel': h.focus_rel,
-            'examples': [[k, k] for k in ed.examples], 'thumbs': ed.thumbs, 'example': shown_ex,
+            'examples': [[k, k] for k in ed.examples], 'example': shown_ex,
             'example_edited': bool(shown_ex) and st != ex[2], 'checkpoints': [[k, k] for k in ed.checkpoints],
             'checkpoint': ed.checkpoint, 'show_seeds': ed.show_seeds, 'seeds': seeds,
-            'strip': [{'id': e['id'], 'image': e['image'], 'label': e['label'], 'current': e['current']} for e in ed.strip],
+            'strip': [{'id': e['id'], 'label': e['label'], 'current': e['current']} for e in ed.strip],
             'before_after': ba, 'limits': {'objects': MAX_OBJECTS, 'relationships': MAX_RELATIONSHIPS},
             'scene_graph_json': scene_graph_json(st), 'ms': {k: round(v, 1) for k, v in ed.ms.items()}}
 

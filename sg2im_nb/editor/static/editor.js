@@ -280,7 +280,7 @@ function buildToolbar(E) {
     }});
   c.load = btn('load JSON', 'load a scene graph saved as JSON (the sg2im-run-model format)', 'sg2im-load', () => c.file.click());
   c.save = btn('save JSON', 'download this scene graph, boxes and seed as JSON for sg2im-run-model', 'sg2im-save',
-    () => E.q.whenIdle(() => { E.saved = E.v.scene_graph_json;
+    () => E.q.whenIdle(() => { E.saved = E.v.scene_graph_json; E.refresh();
       download('scene_graph.json', URL.createObjectURL(new Blob([E.v.scene_graph_json], {type: 'application/json'})));
     }));
   c.png = btn('save PNG', 'download the generated image as PNG, at the model\'s size', 'sg2im-png',
@@ -374,23 +374,33 @@ function buildPanels(E) {
 
 // ---- history ----
 // The last images with the edit that made each; a click goes back to that graph (an edit itself: undo returns).
-// Before and after: the image before the last edit beside the image now.
+// Before and after: the image before the last edit beside the image now. The view names the entries only; their
+// images are those of earlier views, kept here (a view that missed some, opened later, asks the kernel once).
 function buildHistory(E) {
   E.c.strip = h('div', {class: 'sg2im-strip'});
   E.c.beforeAfter = h('div', {class: 'sg2im-before-after'});
+  E.stripImg = {};
   return h('div', {class: 'sg2im-history'}, E.c.beforeAfter, E.c.strip);
 }
 function refreshHistory(E) {
-  const c = E.c, v = E.v, strip = v.strip || [], key = JSON.stringify(strip.map((s) => [s.id, s.current]));
+  const c = E.c, v = E.v, strip = v.strip || [], cur = strip.find((s) => s.current), img = E.stripImg;
+  if (cur && v.image) img[cur.id] = v.image;
+  const missing = strip.filter((s) => !img[s.id]).map((s) => s.id).filter((id) => !E.asked[id]);
+  if (missing.length && !E.q.dead) {
+    missing.forEach((id) => { E.asked[id] = true; });
+    try { E.model.send({type: 'strip_images', ids: missing}); } catch (e) { E.q.kill(String(e.message || e)); }
+  }
+  const ba = v.before_after, key = JSON.stringify([strip.map((s) => [s.id, s.current, !!img[s.id]]), ba]);
   if (c.strip._key === key) return;
   c.strip._key = key;
-  const thumb = (src, cap, cls, attrs = {}) => h('figure', {class: cls, ...attrs}, h('img', {src, width: 64, height: 64, alt: cap}), h('figcaption', {}, cap));
-  c.strip.replaceChildren(...(strip.length > 1 ? [h('span', {class: 'sg2im-key'}, 'history')] : []), ...(strip.length > 1 ? strip : []).map((s) =>
-    thumb(s.image, s.label, `sg2im-step${s.current ? ' sg2im-current' : ''}`, {'data-id': s.id, title: s.current ? 'the graph now' :
+  const thumb = (src, cap, cls, attrs = {}) => h('figure', {class: cls, ...attrs},
+    src ? h('img', {src, width: 64, height: 64, alt: cap}) : h('div', {class: 'sg2im-noimg'}), h('figcaption', {}, cap));
+  const shown = strip.length > 1 ? strip : [];
+  c.strip.replaceChildren(...(shown.length ? [h('span', {class: 'sg2im-key'}, 'history')] : []), ...shown.map((s) =>
+    thumb(img[s.id], s.label, `sg2im-step${s.current ? ' sg2im-current' : ''}`, {'data-id': s.id, title: s.current ? 'the graph now' :
       `go back to the graph after "${s.label}" (undo returns here)`, onclick: () => !s.current && E.push({op: 'history', id: s.id})})));
-  const ba = v.before_after;
-  c.beforeAfter.replaceChildren(...(ba ? [thumb(ba.before, 'before', 'sg2im-before'), h('span', {class: 'sg2im-arrow'}, `→ ${ba.label} →`),
-                                          thumb(ba.after, 'after', 'sg2im-after')] : []));
+  c.beforeAfter.replaceChildren(...(ba && img[ba.before] && v.image ? [thumb(img[ba.before], 'before', 'sg2im-before'),
+    h('span', {class: 'sg2im-arrow'}, `→ ${ba.label} →`), thumb(v.image, 'after', 'sg2im-after')] : []));
 }
 
 // ---- update ----
@@ -434,7 +444,7 @@ function update(E) {
   E.root.dataset.kernelMs = Math.round((v.ms || {}).total || 0);
 }
 function refreshGallery(E) {
-  const c = E.c, v = E.v, th = v.thumbs || {}, key = JSON.stringify([Object.keys(th), v.example]);
+  const c = E.c, v = E.v, th = E.model.get('thumbs') || {}, key = JSON.stringify([Object.keys(th), v.example]);
   if (c.gallery._key === key) return;
   c.gallery._key = key;
   c.gallery.replaceChildren(...Object.entries(th).map(([k, src]) => h('button', {type: 'button', title: `load the example "${k}"`,
@@ -501,6 +511,7 @@ function refresh(E) {
   E.root.classList.toggle('sg2im-busy-now', p > 0); E.root.dataset.pending = p;
   E.root.dataset.mostPending = Math.max(p, +(E.root.dataset.mostPending || 0));
   E.root.dataset.ackMs = JSON.stringify(E.q.times.slice(-100));
+  E.root.dataset.unsaved = E.unsaved() ? '1' : '0';  // the sg2im-app page asks before leaving (and Voila's kernel waits)
   const msgs = E.q.dead ? [['error', E.goneText()]] : [...((v.messages || []).length ? v.messages : [['tip', TIP]]),
     ...(slow ? [['warning', 'no answer from the kernel for 30 s: it is busy, or gone (then run the cell again, or reload the page)']] : [])];
   c.status.replaceChildren(...msgs.map(([lv, t]) => h('div', {class: `sg2im-msg sg2im-${lv}`}, t)));
@@ -531,16 +542,19 @@ function render({model, el}) {
                 buildHistory(E), seeds);
   E.root.addEventListener('keydown', (ev) => { onKey(E, ev); ev.stopPropagation(); });  // typing here is no notebook shortcut
   const gone = () => E.q.kill('restarted or shut down');
-  // Leaving the page with edits that were never saved asks first (capture: before the page's own handlers,
-  // which in Voila shut the kernel down).
-  const unsaved = () => !E.q.dead && E.v.can_undo && E.v.scene_graph_json !== E.first && E.v.scene_graph_json !== E.saved;
-  const onLeave = (ev) => { if (unsaved()) { ev.preventDefault(); ev.returnValue = ''; ev.stopImmediatePropagation(); } };
-  window.addEventListener('beforeunload', onLeave, {capture: true});
+  // Leaving the page with edits that were never saved asks first.
+  E.unsaved = () => !E.q.dead && !!E.v.can_undo && E.v.scene_graph_json !== E.first && E.v.scene_graph_json !== E.saved;
+  const onLeave = (ev) => { if (E.unsaved()) { ev.preventDefault(); ev.returnValue = ''; } };
+  window.addEventListener('beforeunload', onLeave);
   el.append(E.root);
-  const onView = () => update(E);
-  model.on('change:view', onView); model.on('comm_live_update', gone); update(E);
+  E.asked = {};
+  const onView = () => update(E), onThumbs = () => refreshGallery(E);
+  const onMsg = (m) => { if (m && m.type === 'strip_images') { Object.assign(E.stripImg, m.images || {}); refreshHistory(E); } };
+  model.on('change:view', onView); model.on('change:thumbs', onThumbs); model.on('msg:custom', onMsg);
+  model.on('comm_live_update', gone); update(E);
   const tick = setInterval(() => E.q.waitingMs() > 30000 && E.refresh(), 5000);
-  return () => { model.off('change:view', onView); model.off('comm_live_update', gone); clearInterval(tick);
-                 window.removeEventListener('beforeunload', onLeave, {capture: true}); };
+  return () => { model.off('change:view', onView); model.off('change:thumbs', onThumbs); model.off('msg:custom', onMsg);
+                 model.off('comm_live_update', gone); clearInterval(tick);
+                 window.removeEventListener('beforeunload', onLeave); };
 }
 export default { render };
