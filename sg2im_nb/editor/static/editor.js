@@ -314,7 +314,7 @@ function buildControls(E) {
   c.rels = h('ul', {class: 'sg2im-relationships sg2im-list'});
   const row = (label, ...kids) => h('label', {class: 'sg2im-row'}, h('span', {class: 'sg2im-key'}, label), ...kids);
   return [h('fieldset', {class: 'sg2im-group'}, h('legend', {}, 'Objects'),
-            row('new object', c.name), c.addObj, c.objects, row('selected is a', c.rename)),
+            row('new object', c.name), c.addObj, c.objects, row('make it a', c.rename)),
           h('fieldset', {class: 'sg2im-group'}, h('legend', {}, 'Relationships'),
             row('subject', c.subj), row('predicate', c.pred), row('object', c.obj),
             h('div', {class: 'sg2im-buttons'}, c.addRel, c.setRel), c.rels)];
