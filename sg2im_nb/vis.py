@@ -38,13 +38,14 @@ def scene_graph_to_dot(objs:list,      # O object names
                        rankdir:str='LR', # Graphviz layout direction: LR or TB
                        skip=('__image__', '__in_image__'), # object and predicate names to leave out
                        fontsize:int=12,
+                       colors:list=None, # O fill colours '#rrggbb' (default: `color_for` of each index)
                       ) -> str:
     "The scene graph as Graphviz DOT text."
     lines = ['digraph G {', f'  rankdir={rankdir}; nodesep=0.25; ranksep=0.3; margin=0.05; bgcolor=white;',
              f'  node [fontname="Helvetica", fontsize={fontsize}]; edge [color="#555555", arrowsize=0.6];']
     keep = [i for i, name in enumerate(objs) if name not in skip]
     for i in keep:
-        lines.append(f'  o{i} [label={_q(objs[i])}, shape=box, style="rounded,filled", fillcolor="{_hex(color_for(i))}", color="#333333"];')
+        lines.append(f'  o{i} [label={_q(objs[i])}, shape=box, style="rounded,filled", fillcolor="{colors[i] if colors else _hex(color_for(i))}", color="#333333"];')
     for k, (s, p, o) in enumerate(triples):
         s, o = _as_int(s), _as_int(o)
         if not (0 <= s < len(objs) and 0 <= o < len(objs)):

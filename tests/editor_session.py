@@ -51,6 +51,65 @@ def server(cmd, ready_url, log_path, cwd, env=None, timeout=90, shutdown_url=Non
         log.close()
 
 
+EDITOR_NOTEBOOK = {'cells': [{'cell_type': 'code', 'execution_count': None, 'id': 'editor', 'metadata': {}, 'outputs': [],
+                              'source': "from sg2im_nb.editor.widget import SceneGraphEditor\nSceneGraphEditor(device='cpu')"}],
+                   'metadata': {'kernelspec': {'display_name': 'Python 3', 'language': 'python', 'name': 'python3'}},
+                   'nbformat': 4, 'nbformat_minor': 5}
+
+
+@contextlib.contextmanager
+def jupyterlab(root:Path):
+    "A JupyterLab server on 127.0.0.1 (free port, token) whose root holds editor.ipynb, a notebook that shows an editor."
+    import secrets, sys
+    (root / 'editor.ipynb').write_text(json.dumps(EDITOR_NOTEBOOK))
+    cfg = root / '.config'; (cfg / 'labconfig').mkdir(parents=True)
+    (cfg / 'labconfig' / 'page_config.json').write_text(json.dumps(  # no news pop-up, no update check
+        {'disabledExtensions': {'@jupyterlab/apputils-extension:announcements': True}}))
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(cfg), JUPYTER_RUNTIME_DIR=str(root / '.runtime'),
+               JUPYTERLAB_SETTINGS_DIR=str(root / '.settings'), JUPYTERLAB_WORKSPACES_DIR=str(root / '.workspaces'),
+               PYTHONUNBUFFERED='1')
+    port, token = free_port(), secrets.token_hex(16)
+    base = f'http://127.0.0.1:{port}'
+    cmd = [sys.executable, '-m', 'jupyterlab', '--ServerApp.ip=127.0.0.1', f'--ServerApp.port={port}',
+           '--ServerApp.port_retries=0', f'--IdentityProvider.token={token}', '--ServerApp.open_browser=False',
+           f'--ServerApp.root_dir={root}', '--LabApp.expose_app_in_browser=True',
+           '--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate'] + (['--allow-root'] if os.geteuid() == 0 else [])
+    with server(cmd, f'{base}/api/status?token={token}', root / 'lab.log', root, env,
+                shutdown_url=f'{base}/api/shutdown?token={token}'):
+        yield base, token
+
+
+def open_editor_notebook(page, base, token):
+    "Open editor.ipynb in JupyterLab, run it, and return the editor's root element."
+    page.goto(f'{base}/lab/tree/editor.ipynb?token={token}')
+    page.wait_for_function('''() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+        return w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel
+               && w.sessionContext.session.kernel.status === 'idle'; }''', timeout=90_000)
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    root = page.locator('.sg2im-editor').first
+    root.wait_for(timeout=90_000)
+    return root
+
+
+APP_URL = re.compile(r'the scene-graph editor is at (http://127\.0\.0\.1:\d+/(\?token=[0-9a-f]+)?)')
+
+
+def app_command(port, *args):
+    "sg2im-app when it is installed next to this Python, else the same function through python -m."
+    import sys
+    exe = Path(sys.executable).parent / 'sg2im-app'
+    return ([str(exe)] if exe.exists() else [sys.executable, '-m', 'sg2im_nb.editor.app']) + ['--port', str(port), '--device', 'cpu', *args]
+
+
+@contextlib.contextmanager
+def sg2im_app(folder:Path, *args, env=None):
+    "A running sg2im-app on a free port, its temporary files under `folder`; yields (url with token, process, log path)."
+    port, log = free_port(), folder / 'app.log'
+    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(folder / '.runtime'), PYTHONUNBUFFERED='1', TMPDIR=str(folder), **(env or {}))
+    with server(app_command(port, *args), None, log, folder, env, ready_text=f'is at http://127.0.0.1:{port}/', timeout=120) as proc:
+        yield APP_URL.search(log.read_text()).group(1), proc, log
+
+
 @contextlib.contextmanager
 def browser_page(sync_api, downloads, width=1500, height=1400):
     "A fresh headless chromium page; collects console errors, page errors and requests that leave 127.0.0.1."
@@ -135,9 +194,7 @@ class Editor:
         self.page.mouse.move(x, y); self.page.mouse.down()
         self.page.mouse.move(x + dx, y + dy, steps=6); self.page.mouse.up()
         self.pause()
-        w, h, fx, fy = b[2] - b[0], b[3] - b[1], dx / r['width'], dy / r['height']
-        nx, ny = min(max(b[0] + fx, 0), 1 - w), min(max(b[1] + fy, 0), 1 - h)
-        return [nx, ny, nx + w, ny + h]
+        return clip_move(b, dx / r['width'], dy / r['height'])
 
     def resize(self, name, dx, dy, panel='sg2im-layout'):
         "Drag the lower-right corner of `name`'s box (selected) by (dx, dy) pixels; return the box expected."
@@ -160,6 +217,45 @@ class Editor:
         self.root.locator('input.sg2im-load-file').set_input_files(str(path)); self.pause()
 
     def messages(self, level) -> list: return self.root.locator(f'.sg2im-status .sg2im-{level}').all_inner_texts()
+
+    def ids(self) -> dict:
+        "{vocab name: id} of the objects listed, the first of each name (after the queue drained)."
+        self.idle()
+        out = {}
+        for li in self.root.locator('.sg2im-objects li').all():
+            out.setdefault(li.inner_text().split(' #')[0].strip(), int(li.get_attribute('data-id')))
+        return out
+
+    def select(self, name):
+        "Click the row of the object called `name` (a vocab name or 'name #id') in the objects list."
+        li = self.root.locator('.sg2im-objects li', has_text=re.compile(rf'^{re.escape(name)} #\d+')).first
+        li.click(position={'x': 40, 'y': 8})  # on its name (the × to remove it is at the right)
+        self.pause()
+
+    def relationships(self) -> list:
+        "[(id, text)] of the relationships listed."
+        return [(int(li.get_attribute('data-id')), li.locator('.sg2im-text').inner_text())
+                for li in self.root.locator('.sg2im-relationships li').all()]
+
+    def select_relationship(self, rid):
+        self.root.locator(f'.sg2im-relationships li[data-id="{rid}"] .sg2im-text').click(); self.pause()
+
+    def key(self, keys):
+        "Press `keys` (Playwright names: 'Delete', 'Control+z') with the editor focused."
+        self.page.keyboard.press(keys); self.pause()
+
+    def download(self, cls, path) -> Path:
+        with self.page.expect_download() as d: self.root.locator(f'.{cls}').click()
+        d.value.save_as(str(path))
+        return Path(path)
+
+
+def clip_move(b, dx, dy) -> list:
+    "What the editor does to a box taken hold of and moved by (dx, dy): clip it to the picture (2% at least), move it inside."
+    x0, y0 = min(max(b[0], 0), 0.98), min(max(b[1], 0), 0.98)
+    x1, y1 = min(max(b[2], x0 + 0.02), 1), min(max(b[3], y0 + 0.02), 1)
+    nx, ny = min(max(x0 + dx, 0), 1 - (x1 - x0)), min(max(y0 + dy, 0), 1 - (y1 - y0))
+    return [nx, ny, nx + x1 - x0, ny + y1 - y0]
 
 
 def close(a, b, tol=0.02) -> bool: return len(a) == len(b) and all(abs(x - y) <= tol for x, y in zip(a, b))
@@ -241,3 +337,61 @@ def session_and_screenshot(ed:Editor, tmp:Path, name:str, shoot) -> dict:
     if os.environ.get('SG2IM_SCREENSHOTS'): shots.append(Path(__file__).resolve().parent.parent / os.environ['SG2IM_SCREENSHOTS'] / name)
     for s in shots: save_screenshot(png, s)
     return result
+
+
+def explorer_session(ed:Editor, tmp:Path) -> dict:
+    """What explorers expect (issue 22, items 10-13), with real clicks and keys: pick an example by its thumbnail,
+    build a graph, rename an object and change a relationship in place, delete, nudge, undo and redo with keys, go
+    back in the history strip, draw a random seed, save the image at 1x and 4x. Ends with exactly the intended graph."""
+    import numpy as np
+    from PIL import Image
+    ed.idle()
+    ed.root.locator('.sg2im-thumb[data-key="shapes_demo 2"]').click(); ed.idle()        # 13: example thumbnails
+    demo = json.loads((Path(__file__).resolve().parent.parent / 'scene_graphs' / 'shapes_demo.json').read_text())[1]
+    assert ed.graph()['objects'] == demo['objects'], ed.graph()
+    assert ed.root.locator('select.sg2im-examples').input_value() == 'shapes_demo 2'  # the menu shows what is loaded
+    assert 'sg2im-current' in ed.root.locator('.sg2im-thumb[data-key="shapes_demo 2"]').get_attribute('class')
+    ed.click('sg2im-clear')
+    for name in ('sky', 'grass', 'circle', 'star'): ed.add_object(name)
+    ed.add_relationship('circle', 'above', 'grass')
+    ids = ed.ids()
+    ed.select('circle'); ed.pick('sg2im-rename', 'square'); ed.idle()                 # 10: edit in place
+    (rid, text), = ed.relationships()
+    assert text == f"square #{ids['circle']} above grass #{ids['grass']}", text
+    ed.select_relationship(rid)
+    ed.pick('sg2im-subject', 'square'); ed.pick('sg2im-predicate', 'left of'); ed.pick('sg2im-object', 'star')
+    ed.click('sg2im-set-relationship'); ed.idle()
+    assert ed.relationships() == [(rid, f"square #{ids['circle']} left of star #{ids['star']}")], ed.relationships()
+    ed.select('sky'); ed.key('Delete'); ed.idle()                                       # 12: keys
+    assert 'sky' not in ed.ids()
+    ed.select('star'); before = ed.box_of('star')
+    ed.key('ArrowRight'); ed.key('ArrowDown'); ed.key('ArrowDown')
+    star, want = ed.box_of('star'), before
+    for dx, dy in ((0.01, 0), (0, 0.01), (0, 0.01)): want = clip_move(want, dx, dy)
+    assert close(star, want, 0.002), (before, star, want)
+    assert ed.graph()['boxes'][2] is not None
+    ed.key('Control+z'); ed.idle()
+    undone = ed.graph()['boxes'][2]
+    ed.key('Control+Shift+z'); ed.idle()
+    assert ed.graph()['boxes'][2] == star and undone != star, (undone, star)
+    strip = ed.root.locator('.sg2im-strip .sg2im-step')                                  # 11: history strip
+    labels = strip.locator('figcaption').all_inner_texts()
+    assert f"remove sky #{ids['sky']}" in labels, labels
+    strip.nth(labels.index(f"remove sky #{ids['sky']}")).click(); ed.idle()
+    assert ed.graph()['boxes'][2] is None and ed.graph()['objects'] == ['grass', 'square', 'star']
+    assert ed.root.locator('.sg2im-before-after .sg2im-arrow').inner_text().startswith('→ back to remove sky')
+    ed.key('Control+z'); ed.idle()                                                       # going back is undone like any edit
+    assert ed.graph()['boxes'][2] == star
+    old = ed.graph()['seed']
+    ed.click('sg2im-random-seed'); ed.idle()                                             # 13: a random seed
+    seed = ed.graph()['seed']
+    assert seed != old and str(seed) == ed.root.locator('input.sg2im-seed').input_value() and 0 <= seed < 2**63
+    one = np.asarray(Image.open(ed.download('sg2im-png', tmp / 'one.png')).convert('RGB'))
+    four = np.asarray(Image.open(ed.download('sg2im-png4', tmp / 'four.png')).convert('RGB'))
+    assert one.shape == (64, 64, 3) and four.shape == (256, 256, 3)
+    assert np.array_equal(four, one.repeat(4, 0).repeat(4, 1))                           # nearest neighbour: 4 x 4 blocks
+    g = ed.graph()
+    assert g == {'objects': ['grass', 'square', 'star'], 'relationships': [[1, 'left of', 2]], 'boxes': [None, None, star],
+                 'seed': seed}, g
+    assert not ed.messages('error'), ed.messages('error')
+    return g

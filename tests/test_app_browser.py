@@ -1,13 +1,12 @@
-"""`sg2im-app` for real: start the Voila server on 127.0.0.1 with a free port, open the page in headless Chromium
-(Playwright) and play the same realistic editing session as in JupyterLab, actions 250 ms apart. The page must load
-nothing from outside 127.0.0.1 and log no errors.
+"""`sg2im-app` for real: start the Voila server on 127.0.0.1 with a free port, open the printed address (token
+included) in headless Chromium (Playwright) and play the same realistic editing session as in JupyterLab, actions
+250 ms apart, then the explorer's session. The page must load nothing from outside 127.0.0.1 and log no errors.
 
 Needs Debian's chromium at /usr/bin/chromium, the `playwright` and `voila` Python packages; skips only when one of
 them is missing. Set SG2IM_SCREENSHOTS=data/screenshots to keep the screenshot in the repository."""
-import os, sys
 from pathlib import Path
 import pytest
-from editor_session import CHROMIUM, Editor, browser_page, free_port, server, session_and_screenshot
+from editor_session import CHROMIUM, Editor, browser_page, explorer_session, session_and_screenshot, sg2im_app
 
 sync_api = None
 try: from playwright import sync_api
@@ -20,27 +19,15 @@ pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f'{CHROMIUM
               pytest.mark.skipif(voila is None, reason='voila missing (pip install "sg2im_nb[widgets]")')]
 
 
-def app_command(port):
-    "The console script when it is installed next to this Python, else the same function through python -m."
-    exe = Path(sys.executable).parent / 'sg2im-app'
-    args = ['--port', str(port), '--device', 'cpu']
-    return ([str(exe)] if exe.exists() else [sys.executable, '-m', 'sg2im_nb.editor.app']) + args
-
-
 def test_editor_session_in_sg2im_app(tmp_path):
-    port = free_port()
-    url = f'http://127.0.0.1:{port}/'
-    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / '.runtime'), PYTHONUNBUFFERED='1')
-    log = tmp_path / 'app.log'
-    with server(app_command(port), url, log, tmp_path, env, ready_text=f'127.0.0.1:{port}'):
-        assert f'sg2im-app: the scene-graph editor is at {url}' in log.read_text()
-        with browser_page(sync_api, tmp_path) as page:
-            page.goto(url, timeout=120_000)
-            root = page.locator('.sg2im-editor').first
-            root.wait_for(timeout=120_000)
-            ed = Editor(page, root)
-            def shoot():                                                         # the page's title and the editor
-                box = root.bounding_box()
-                return page.screenshot(clip={'x': 0, 'y': 0, 'width': box['x'] + box['width'] + 16, 'height': box['y'] + box['height'] + 8})
-            session_and_screenshot(ed, tmp_path, 'editor_app.png', shoot)
-            assert page.problems == {'console': [], 'pageerror': [], 'remote': []}, page.problems
+    with sg2im_app(tmp_path) as (url, proc, log), browser_page(sync_api, tmp_path) as page:
+        page.goto(url, timeout=120_000)
+        root = page.locator('.sg2im-editor').first
+        root.wait_for(timeout=120_000)
+        ed = Editor(page, root)
+        def shoot():                                                             # the page's title and the editor
+            box = root.bounding_box()
+            return page.screenshot(clip={'x': 0, 'y': 0, 'width': box['x'] + box['width'] + 16, 'height': box['y'] + box['height'] + 8})
+        session_and_screenshot(ed, tmp_path, 'editor_app.png', shoot)
+        explorer_session(ed, tmp_path)
+        assert page.problems == {'console': [], 'pageerror': [], 'remote': []}, page.problems

@@ -78,6 +78,54 @@ def test_problems_become_messages_never_exceptions(model):
     assert ed.widget.view['acks'] == {'v': 10}
 
 
+def test_every_browser_value_is_checked_at_the_boundary(model):
+    "Whatever the browser sends (wrong types, huge values, unknown keys), the answer is one short red line per action."
+    ed = SceneGraphEditor(model, device='cpu')
+    before = ed.scene_graph
+    bad = [{'op': 'add_object', 'name': ['star']}, {'op': 'add_object', 'name': 'x' * 5000}, {'op': 'rename_object', 'id': 0, 'name': 7},
+           {'op': 'set_relationship', 'id': 'r', 's': 2, 'p': 'above', 'o': 3}, {'op': 'set_box', 'id': 1, 'box': [0, 0, 'a', 1]},
+           {'op': 'set_box', 'id': 1, 'box': [-0.05, 0, 1.05, 0.6]}, {'op': 'set_seed', 'seed': 2**63}, {'op': 'set_seed', 'seed': 3.7},
+           {'op': 'show_seeds', 'on': 'yes'}, {'op': 'history', 'id': 10**9}, {'op': 'load_json', 'text': 5},
+           {'op': 'load_json', 'text': '[' * 50 + ']' * 50, 'name': 'deep.json'}, {'op': 'restore', 'state': {'objects': []}},
+           {'op': 'example', 'key': {'a': 1}}, {'op': 'checkpoint', 'key': None}]
+    v = send(ed, 1, *bad)
+    errs = levels(v, 'error')
+    assert len(errs) == len(bad) and all(len(e) < 300 for e in errs), errs
+    assert 'the box of grass #1: [-0.05, 0, 1.05, 0.6] is not' in errs[5] and 'deep.json is nested more than 32 levels' in errs[11]
+    assert ed.scene_graph == before and v['acks'] == {'v': 1}
+
+
+def test_seeds_beyond_2_53_travel_exactly(model):
+    ed = SceneGraphEditor(model, device='cpu')
+    v = send(ed, 1, {'op': 'set_seed', 'seed': '9007199254740993'})
+    assert ed.seed == 9007199254740993 and v['seed'] == '9007199254740993'
+    assert json.loads(v['scene_graph_json'])[0]['seed'] == 9007199254740993
+
+
+def test_edit_in_place_history_strip_and_examples(model):
+    ed = SceneGraphEditor(model, device='cpu')
+    v = send(ed, 1, {'op': 'set_box', 'id': 2, 'box': [0.1, 0.1, 0.4, 0.4]}, {'op': 'rename_object', 'id': 2, 'name': 'star'},
+             {'op': 'set_relationship', 'id': 4, 's': 3, 'p': 'right of', 'o': 2})
+    assert ed.state.obj(2).box == (0.1, 0.1, 0.4, 0.4) and ed.scene_graph['relationships'] == [[3, 'right of', 2]]
+    assert v['focus_rel'] == 4 and [e['label'] for e in v['strip']][-1] == 'change to "right of"'
+    assert [e['label'] for e in v['strip']] == ['start', 'change to "right of"']   # one batch: one image
+    v = send(ed, 2, {'op': 'history', 'id': v['strip'][0]['id']})
+    assert ed.scene_graph['objects'] == ['sky', 'grass', 'circle', 'square'] and v['before_after']['label'] == 'back to start'
+    v = send(ed, 3, {'op': 'example', 'key': 'shapes_demo 1'})
+    assert (v['example'], v['example_edited']) == ('shapes_demo 1', False) and set(ed.widget.thumbs) == {k for k, _ in v['examples']}
+    assert 'thumbs' not in v and all(set(e) == {'id', 'label', 'current'} for e in v['strip'])   # the view stays small
+    sent = []
+    ed.widget.send = lambda content, buffers=None: sent.append(content)                             # a view opened later asks
+    ed._on_msg(ed.widget, {'type': 'strip_images', 'ids': [e['id'] for e in v['strip']]})
+    assert sent[0]['type'] == 'strip_images' and len(sent[0]['images']) == len(v['strip'])
+    assert all(u.startswith('data:image/png;base64,') for u in sent[0]['images'].values())
+    assert len(json.dumps(v)) < 40_000, len(json.dumps(v))
+    v = send(ed, 4, {'op': 'add_object', 'name': 'star'})
+    assert (v['example'], v['example_edited']) == ('shapes_demo 1', True)
+    v = send(ed, 5, {'op': 'clear'})
+    assert v['example'] == ''
+
+
 def test_undo_redo_give_back_the_same_pictures(model):
     ed = SceneGraphEditor(model, device='cpu')
     img0, svg0 = ed.image.copy(), ed.widget.view['svg']
@@ -122,7 +170,7 @@ def test_switching_to_a_model_with_another_vocab(model):
 def test_seed_grid_and_latency_benchmark(model):
     ed = SceneGraphEditor(model, device='cpu', n_seeds=3)
     v = send(ed, 1, {'op': 'show_seeds', 'on': True})
-    assert [s for s, _ in v['seeds']['images']] == [0, 1, 2] and 'per pixel on average' in v['seeds']['note']
+    assert [s for s, _ in v['seeds']['images']] == ['0', '1', '2'] and 'per pixel on average' in v['seeds']['note']
     v = send(ed, 2, {'op': 'show_seeds', 'on': False})
     assert v['seeds'] is None
     lat = editor_latency(ed, rounds=1)

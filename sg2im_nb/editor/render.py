@@ -14,7 +14,7 @@ import torch
 from PIL import Image as PILImage
 from ..cli import UserError, SEED_MAX
 from ..inference import generate, Generated
-from ..vis import color_for
+from ..vis import color_for, scene_graph_to_dot
 from .state import EditorState, label
 
 # %% auto #0
@@ -26,38 +26,33 @@ def hex_color(oid:int) -> str:
     "The editor's colour of object `oid` as #rrggbb (the same as `vis.color_for`)."
     return '#%02x%02x%02x' % color_for(oid)
 
-def _dq(s:str) -> str: return '"' + str(s).replace('\\', '\\\\').replace('"', '\\"') + '"'
-
 def graph_dot(st:EditorState, # the graph to draw
               rankdir:str='LR', # Graphviz layout direction
              ) -> str:
-    "DOT text of the state: objects as coloured boxes named by id, relationships as grey ellipses."
-    out = ['digraph G {', f'  rankdir={rankdir}; nodesep=0.25; ranksep=0.3; margin=0.05; bgcolor=white;',
-           '  node [fontname="Helvetica", fontsize=12]; edge [color="#555555", arrowsize=0.6];']
-    for o in st.objects:
-        out.append(f'  obj{o.id} [id="obj{o.id}", label={_dq(label(o))}, shape=box, style="rounded,filled", '
-                   f'fillcolor="{hex_color(o.id)}", color="#333333"];')
-    for r in st.relationships:
-        out.append(f'  rel{r.id} [id="rel{r.id}", label={_dq(r.p)}, shape=ellipse, style=filled, fillcolor="#eeeeee", '
-                   f'color="#888888", fontsize=10, height=0.25, margin="0.04,0.01"];')
-        out.append(f'  obj{r.s} -> rel{r.id} [arrowhead=none]; rel{r.id} -> obj{r.o};')
-    return '\n'.join(out + ['}']) + '\n'
+    "DOT text of the state (by `vis.scene_graph_to_dot`): node `o{k}` is the k-th object, `p{k}` the k-th relationship."
+    pos = {o.id: k for k, o in enumerate(st.objects)}
+    return scene_graph_to_dot([label(o) for o in st.objects], [(pos[r.s], r.p, pos[r.o]) for r in st.relationships],
+                              rankdir=rankdir, skip=(), colors=[hex_color(o.id) for o in st.objects])
 
 # %% ../../nbs/31b_editor_render.ipynb #643e097b
 def _titles(st:EditorState) -> dict:
-    names = {f'obj{o.id}': label(o) for o in st.objects}
-    t = {k: f'{v}: click to select' for k, v in names.items()}
-    for r in st.relationships:
-        say = f'{names[f"obj{r.s}"]} {r.p} {names[f"obj{r.o}"]}'
-        t[f'rel{r.id}'] = say
-        t[f'obj{r.s}&#45;&gt;rel{r.id}'] = t[f'rel{r.id}&#45;&gt;obj{r.o}'] = say
+    names = [label(o) for o in st.objects]
+    pos = {o.id: k for k, o in enumerate(st.objects)}
+    t = {f'o{k}': f'{n}: click to select' for k, n in enumerate(names)}
+    for k, r in enumerate(st.relationships):
+        say = f'{names[pos[r.s]]} {r.p} {names[pos[r.o]]}'
+        t[f'p{k}'] = t[f'o{pos[r.s]}&#45;&gt;p{k}'] = t[f'p{k}&#45;&gt;o{pos[r.o]}'] = say
     t['G'] = 'scene graph'
     return t
 
 def clean_svg(svg:str, st:EditorState) -> str:
-    "The SVG of `dot` ready to put in a page: no prologue, readable tooltips."
-    svg = svg[svg.index('<svg'):]
-    t = _titles(st)
+    "The SVG of `dot` ready to put in a page: no prologue or element ids, readable tooltips, nodes marked by id."
+    svg, t = svg[svg.index('<svg'):], _titles(st)
+    data = {**{f'o{k}': f'data-obj="{o.id}"' for k, o in enumerate(st.objects)},
+            **{f'p{k}': f'data-rel="{r.id}"' for k, r in enumerate(st.relationships)}}
+    svg = re.sub(r'<g id="[^"]*" class="node">(\s*)<title>([op]\d+)</title>',
+                 lambda m: f'<g class="node" {data[m.group(2)]}>{m.group(1)}<title>{m.group(2)}</title>', svg)
+    svg = re.sub(r'<g id="[^"]*" class="', '<g class="', svg)
     esc = lambda s: s.replace('&', '&amp;').replace('<', '&lt;').replace('>', '&gt;')
     return re.sub(r'<title>([^<]*)</title>', lambda m: f'<title>{esc(t.get(m.group(1), ""))}</title>', svg)
 
@@ -81,7 +76,7 @@ class GraphDrawer:
         if key in self.cache or not st.objects: return lambda: self._get(key, st)
         try: exe = _dot_exe(); self.missing = None
         except UserError as e: self.missing = str(e); return lambda: ''  # the image can still be generated
-        proc = subprocess.Popen([exe, '-Tsvg'], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen([exe, '-Tsvg', '-Gpack=true', '-Gpackmode=array'], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         src = graph_dot(st).encode()
         def finish():
             out, err = proc.communicate(src)

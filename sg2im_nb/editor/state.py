@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from typing import NamedTuple, Optional
-from ..cli import UserError, check_seed
-from ..scene_graph import check_scene_graph
-from ..scene_graph import check_boxes
+from ..cli import UserError, check_seed, parse_json
+from ..scene_graph import check_scene_graph, check_boxes, MAX_OBJECTS, MAX_RELATIONSHIPS
 
 # %% auto #0
-__all__ = ['AXES', 'OPS', 'Obj', 'Rel', 'label', 'EditorState', 'add_object', 'remove_object', 'add_relationship',
-           'remove_relationship', 'set_box', 'graph_warnings', 'EditorHistory', 'parse_scene_graph_json',
-           'scene_graph_json']
+__all__ = ['AXES', 'OPS', 'Obj', 'Rel', 'label', 'EditorState', 'shown', 'add_object', 'remove_object', 'rename_object',
+           'set_box', 'add_relationship', 'set_relationship', 'remove_relationship', 'graph_warnings', 'EditorHistory',
+           'edit_label', 'parse_scene_graph_json', 'scene_graph_json']
 
 # %% ../../nbs/31a_editor_state.ipynb #e1bc88f7
 class Obj(NamedTuple):
@@ -64,7 +63,7 @@ class EditorState:
         "A state from a JSON graph (checked); objects get ids `first_id`, `first_id`+1, ..."
         empty = isinstance(sg, dict) and sg.get('objects') == [] and not sg.get('relationships')
         objects, rels = ([], []) if empty else check_scene_graph(sg)
-        if not all(isinstance(n, str) for n in objects): raise UserError(f'object names must be strings, got {objects!r}')
+        if not all(isinstance(n, str) for n in objects): raise UserError(f'object names must be strings, got {shown(objects, 60)}')
         boxes = check_boxes(sg.get('boxes'), len(objects))
         ids = [first_id + k for k in range(len(objects))]
         objs = tuple(Obj(i, n, None if b is None else tuple(b)) for i, n, b in zip(ids, objects, boxes))
@@ -73,9 +72,16 @@ class EditorState:
         return cls(objs, rs, check_seed(sg.get('seed', seed), '"seed"'))
 
 # %% ../../nbs/31a_editor_state.ipynb #f1ac417b
-def _check_box(box) -> tuple|None:
+def shown(v, n:int=40) -> str:
+    "`repr(v)` cut to `n` characters with an ellipsis: a value named in a one-line message stays short."
+    r = repr(v)
+    return r if len(r) <= n else r[:n] + '…'
+
+def _check_box(box, what:str) -> tuple|None:
     if box is None: return None
-    return tuple(check_boxes([list(box) if isinstance(box, (list, tuple)) else box], 1)[0])
+    try: return tuple(check_boxes([list(box) if isinstance(box, (list, tuple)) else box], 1)[0])
+    except UserError: raise UserError(f'the box of {what}: {shown(box, 60)} is not [x0, y0, x1, y1] with '
+                                      '0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1; keep it inside the picture') from None
 
 def add_object(st:EditorState, oid:int, name:str) -> EditorState:
     "`st` with object `name` appended under id `oid`."
@@ -87,21 +93,38 @@ def remove_object(st:EditorState, oid:int) -> EditorState:
     return replace(st, objects=tuple(o for o in st.objects if o.id != oid),
                    relationships=tuple(r for r in st.relationships if oid not in (r.s, r.o)))
 
+def _with_obj(st:EditorState, oid:int, **change) -> EditorState:
+    k = st.index(oid)
+    return replace(st, objects=st.objects[:k] + (st.objects[k]._replace(**change),) + st.objects[k + 1:])
+
+def rename_object(st:EditorState, oid:int, name:str) -> EditorState:
+    "`st` with object `oid` now a `name`: same id, box and relationships."
+    return _with_obj(st, oid, name=name)
+
+def set_box(st:EditorState, oid:int, box=None) -> EditorState:
+    "`st` with object `oid` pinned to `box` = (x0, y0, x1, y1) in [0, 1], or unpinned with None."
+    return _with_obj(st, oid, box=_check_box(box, label(st.obj(oid))))
+
+# %% ../../nbs/31a_editor_state.ipynb #0f3b9874
+def _rel_index(st:EditorState, rid:int) -> int:
+    for k, r in enumerate(st.relationships):
+        if r.id == rid: return k
+    raise UserError(f'relationship #{rid} no longer exists (removed or undone); pick one from the list')
+
 def add_relationship(st:EditorState, rid:int, s:int, p:str, o:int) -> EditorState:
     "`st` with the relationship (subject id `s`, predicate `p`, object id `o`) appended under id `rid`."
     st.index(s), st.index(o)
     return replace(st, relationships=st.relationships + (Rel(rid, s, p, o),))
 
+def set_relationship(st:EditorState, rid:int, s:int, p:str, o:int) -> EditorState:
+    "`st` with relationship `rid` now (`s`, `p`, `o`), in its place and under its id."
+    k = _rel_index(st, rid); st.index(s), st.index(o)
+    return replace(st, relationships=st.relationships[:k] + (Rel(rid, s, p, o),) + st.relationships[k + 1:])
+
 def remove_relationship(st:EditorState, rid:int) -> EditorState:
     "`st` without relationship `rid`."
-    if rid not in [r.id for r in st.relationships]:
-        raise UserError(f'relationship #{rid} no longer exists (removed or undone); pick one from the list')
+    _rel_index(st, rid)
     return replace(st, relationships=tuple(r for r in st.relationships if r.id != rid))
-
-def set_box(st:EditorState, oid:int, box=None) -> EditorState:
-    "`st` with object `oid` pinned to `box` = (x0, y0, x1, y1) in [0, 1], or unpinned with None."
-    k, b = st.index(oid), _check_box(box)
-    return replace(st, objects=st.objects[:k] + (st.objects[k]._replace(box=b),) + st.objects[k + 1:])
 
 # %% ../../nbs/31a_editor_state.ipynb #fd586768
 AXES = {'left of': ('left-right', False), 'right of': ('left-right', True), 'above': ('above-below', False),
@@ -146,8 +169,75 @@ def graph_warnings(st:EditorState) -> list:
     return out
 
 # %% ../../nbs/31a_editor_state.ipynb #ce0c944e
-OPS = ('add_object', 'remove_object', 'add_relationship', 'remove_relationship', 'set_box', 'set_seed',
-       'load', 'clear', 'undo', 'redo')
+OPS = ('add_object', 'remove_object', 'rename_object', 'add_relationship', 'set_relationship', 'remove_relationship',
+       'set_box', 'set_seed', 'load', 'clear', 'undo', 'redo')
+
+def _need(a:dict, *keys):
+    miss = [k for k in keys if k not in a]
+    if miss: raise UserError(f'action {shown(a.get("op"))} needs {", ".join(miss)}; got {shown(sorted(map(str, a)), 80)}')
+    return [a[k] for k in keys]
+
+def _as_id(x, what='object') -> int:
+    if isinstance(x, bool) or not isinstance(x, int): raise UserError(f'{what} must be an id (an integer), got {shown(x)}')
+    return x
+
+def _name(h:EditorHistory, name) -> str:
+    if not isinstance(name, str) or name not in h.object_names:
+        raise UserError(f'unknown object {shown(name)}; pick one of the names in "new object"')
+    return name
+
+def _pred(h:EditorHistory, p) -> str:
+    if not isinstance(p, str) or p not in h.predicates: raise UserError(f'unknown predicate {shown(p)}; pick one of {h.predicates}')
+    return p
+
+def _seed(x) -> int:
+    if isinstance(x, str) and x.isascii() and x.isdigit() and len(x) <= 20: x = int(x)
+    return check_seed(x, 'the seed')
+
+def _room(st:EditorState, what:str, most:int):
+    n = len(st.objects if what == 'objects' else st.relationships)
+    if n >= most: raise UserError(f'a scene graph holds at most {most} {what} (the model\'s limit); remove one before adding another')
+
+# %% ../../nbs/31a_editor_state.ipynb #b6861ffe
+def _next_state(h:EditorHistory, a:dict) -> EditorState:
+    op, st = a.get('op'), h.state
+    if op == 'add_object':
+        name = _name(h, _need(a, 'name')[0]); _room(st, 'objects', MAX_OBJECTS)
+        h.focus = h._new_id(); return add_object(st, h.focus, name)
+    if op == 'remove_object': return remove_object(st, _as_id(_need(a, 'id')[0]))
+    if op == 'rename_object':
+        oid, name = _need(a, 'id', 'name')
+        h.focus = _as_id(oid); return rename_object(st, oid, _name(h, name))
+    if op in ('add_relationship', 'set_relationship'):
+        s, p, o = _need(a, 's', 'p', 'o')
+        s, p, o = _as_id(s, 'subject'), _pred(h, p), _as_id(o)
+        if op == 'set_relationship':
+            h.focus_rel = _as_id(_need(a, 'id')[0], 'relationship'); return set_relationship(st, h.focus_rel, s, p, o)
+        _room(st, 'relationships', MAX_RELATIONSHIPS)
+        new = add_relationship(st, h.next_id, s, p, o)
+        h.focus_rel = h._new_id(); return new
+    if op == 'remove_relationship': return remove_relationship(st, _as_id(_need(a, 'id')[0], 'relationship'))
+    if op == 'set_box':
+        oid, box = _need(a, 'id', 'box')
+        h.focus = _as_id(oid); return set_box(st, oid, box)
+    if op == 'set_seed': return replace(st, seed=_seed(_need(a, 'seed')[0]))
+    if op == 'load': return _loaded(h, _need(a, 'graph')[0])
+    if op == 'restore':  # a state this editor held before (the history strip); not for the browser to send
+        if not isinstance(a.get('state'), EditorState): raise UserError('restore needs an EditorState')
+        return a['state']
+    if op == 'clear': return EditorState(seed=st.seed)
+    raise UserError(f'unknown action {shown(op)}; use one of {", ".join(OPS)}')
+
+# %% ../../nbs/31a_editor_state.ipynb #1ee290ac
+def _loaded(h:EditorHistory, sg) -> EditorState:
+    if not isinstance(sg, dict): raise UserError(f'a scene graph must be a JSON object, got {type(sg).__name__}')
+    new = EditorState.from_scene_graph(sg, first_id=h.next_id, seed=h.state.seed)
+    bad = sorted({o.name for o in new.objects} - set(h.object_names))
+    if bad: raise UserError(f'this model does not know the object(s) {", ".join(shown(b) for b in bad[:5])}; use its vocab or another checkpoint')
+    badp = sorted({r.p for r in new.relationships} - set(h.predicates))
+    if badp: raise UserError(f'this model does not know the predicate(s) {", ".join(shown(b) for b in badp[:5])}; use one of {h.predicates}')
+    h.next_id += len(new.objects) + len(new.relationships)
+    return new
 
 class EditorHistory:
     "The editor's state with undo/redo; it changes only through `apply(action)`."
@@ -157,9 +247,8 @@ class EditorHistory:
                  limit:int=200,      # undo steps kept
                 ):
         self.state, self.object_names, self.predicates, self.limit = state, list(object_names), list(predicates), limit
-        self.undo_stack, self.redo_stack, self.focus = [], [], None
-        ids = [o.id for o in state.objects] + [r.id for r in state.relationships]
-        self.next_id = max(ids, default=-1) + 1
+        self.undo_stack, self.redo_stack, self.focus, self.focus_rel = [], [], None, None
+        self.next_id = max([o.id for o in state.objects] + [r.id for r in state.relationships], default=-1) + 1
 
     def _new_id(self) -> int:
         self.next_id += 1
@@ -170,74 +259,41 @@ class EditorHistory:
     @property
     def can_redo(self) -> bool: return bool(self.redo_stack)
 
-# %% ../../nbs/31a_editor_state.ipynb #b6861ffe
-def _need(a:dict, *keys):
-    miss = [k for k in keys if k not in a]
-    if miss: raise UserError(f'action {a.get("op")!r} needs {", ".join(miss)}; got {sorted(a)}')
-    return [a[k] for k in keys]
-
-def _as_id(x, what='object') -> int:
-    if isinstance(x, bool) or not isinstance(x, int): raise UserError(f'{what} must be an id (an integer), got {x!r}')
-    return x
-
-def _next_state(h:EditorHistory, a:dict) -> EditorState:
-    op, st = a.get('op'), h.state
-    if op == 'add_object':
-        (name,) = _need(a, 'name')
-        if name not in h.object_names: raise UserError(f'unknown object {name!r}; pick one of the names in "new object"')
-        h.focus = h._new_id(); return add_object(st, h.focus, name)
-    if op == 'remove_object': return remove_object(st, _as_id(_need(a, 'id')[0]))
-    if op == 'add_relationship':
-        s, p, o = _need(a, 's', 'p', 'o')
-        if p not in h.predicates: raise UserError(f'unknown predicate {p!r}; pick one of {h.predicates}')
-        new = add_relationship(st, h.next_id, _as_id(s, 'subject'), p, _as_id(o))
-        h._new_id(); return new
-    if op == 'remove_relationship': return remove_relationship(st, _as_id(_need(a, 'id')[0], 'relationship'))
-    if op == 'set_box':
-        oid, box = _need(a, 'id', 'box')
-        h.focus = _as_id(oid); return set_box(st, oid, box)
-    if op == 'set_seed':
-        return replace(st, seed=check_seed(_need(a, 'seed')[0], 'the seed'))
-    if op == 'load': return _loaded(h, _need(a, 'graph')[0])
-    if op == 'clear': return EditorState(seed=st.seed)
-    raise UserError(f'unknown action {op!r}; use one of {", ".join(OPS)}')
-
-# %% ../../nbs/31a_editor_state.ipynb #1ee290ac
-def _loaded(h:EditorHistory, sg) -> EditorState:
-    if not isinstance(sg, dict): raise UserError(f'a scene graph must be a JSON object, got {type(sg).__name__}')
-    new = EditorState.from_scene_graph(sg, first_id=h.next_id, seed=h.state.seed)
-    bad = sorted({o.name for o in new.objects} - set(h.object_names))
-    if bad: raise UserError(f'this model does not know the object(s) {", ".join(map(repr, bad))}; use its vocab or another checkpoint')
-    badp = sorted({r.p for r in new.relationships} - set(h.predicates))
-    if badp: raise UserError(f'this model does not know the predicate(s) {", ".join(map(repr, badp))}; use one of {h.predicates}')
-    h.next_id += len(new.objects) + len(new.relationships)
-    return new
-
-def _apply(self:EditorHistory, action:dict) -> EditorState:
-    "Apply one action dict; raise `UserError` (and change nothing) when it does not make sense."
-    if not isinstance(action, dict): raise UserError(f'an action must be a dict with an "op", got {action!r}')
-    op, self.focus = action.get('op'), None
-    if op in ('undo', 'redo'):
-        src, dst = (self.undo_stack, self.redo_stack) if op == 'undo' else (self.redo_stack, self.undo_stack)
-        if not src: raise UserError(f'nothing to {op}')
-        dst.append(self.state); self.state = src.pop()
+    def apply(self, action:dict) -> EditorState:
+        "Apply one action dict; raise `UserError` (and change nothing) when it does not make sense."
+        if not isinstance(action, dict): raise UserError(f'an action must be a dict with an "op", got {shown(action)}')
+        op, self.focus, self.focus_rel = action.get('op'), None, None
+        if op in ('undo', 'redo'):
+            src, dst = (self.undo_stack, self.redo_stack) if op == 'undo' else (self.redo_stack, self.undo_stack)
+            if not src: raise UserError(f'nothing to {op}')
+            dst.append(self.state); self.state = src.pop()
+            return self.state
+        new = _next_state(self, action)
+        if new != self.state:
+            self.undo_stack = (self.undo_stack + [self.state])[-self.limit:]
+            self.redo_stack, self.state = [], new
         return self.state
-    new = _next_state(self, action)
-    if new != self.state:
-        self.undo_stack = (self.undo_stack + [self.state])[-self.limit:]
-        self.redo_stack, self.state = [], new
-    return self.state
 
-EditorHistory.apply = _apply
+# %% ../../nbs/31a_editor_state.ipynb #b407d9f8
+def edit_label(a:dict, before:EditorState, after:EditorState) -> str:
+    "A few words for the edit `a` that turned `before` into `after`."
+    op, name = a.get('op'), lambda st, i: label(st.obj(i))
+    if op == 'add_object': return f'add {label(after.objects[-1])}'
+    if op == 'remove_object': return f'remove {name(before, a["id"])}'
+    if op == 'rename_object': return f'{name(before, a["id"])} → {a["name"]}'
+    if op == 'add_relationship': return f'add "{a["p"]}"'
+    if op == 'set_relationship': return f'change to "{a["p"]}"'
+    if op == 'remove_relationship': return f'remove "{before.relationships[_rel_index(before, a["id"])].p}"'
+    if op == 'set_box': return f'{"unpin" if a["box"] is None else "move"} {name(after, a["id"])}'
+    if op == 'set_seed': return f'seed {after.seed}'
+    return {'load': 'load', 'clear': 'new graph', 'restore': 'back', 'undo': 'undo', 'redo': 'redo'}.get(op, str(op))
 
 # %% ../../nbs/31a_editor_state.ipynb #cfb83dc1
 def parse_scene_graph_json(text:str, # the file's contents
                            source:str='the file', # its name, for messages
                           ) -> tuple:
-    "(graph dict, note or None) from JSON text holding a list of graphs or one graph."
-    try: data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f'{source}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}; fix the file') from None
+    "(graph dict, note or None) from JSON text holding a list of graphs or one graph (read by `cli.parse_json`)."
+    data = parse_json(text, source)
     if isinstance(data, dict): return data, None
     if not isinstance(data, list) or not data:
         raise UserError(f'{source}: expected a list of scene graphs (as sg2im-run-model reads), got {type(data).__name__}'
