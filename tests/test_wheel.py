@@ -40,6 +40,8 @@ def test_wheel_installs_beside_torch_and_runs_the_shipped_model_offline(tmp_path
         examples = sorted(p.name for p in (REPO / 'scene_graphs').glob('*.json'))
         for name in examples:  # the example scene graphs, byte for byte
             assert zf.read(f'sg2im_nb/scene_graphs/{name}') == (REPO / 'scene_graphs' / name).read_bytes(), name
+        for name in ('editor.js', 'editor.css'):  # the editor's browser side, byte for byte
+            assert zf.read(f'sg2im_nb/editor/static/{name}') == (REPO / 'sg2im_nb' / 'editor' / 'static' / name).read_bytes(), name
         meta = zf.read(next(n for n in zf.namelist() if n.endswith('METADATA'))).decode()
     assert 'Requires-Dist: torch<3,>=2.13' in meta, [l for l in meta.splitlines() if 'torch' in l]
     env = tmp_path / 'env'
