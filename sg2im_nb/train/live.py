@@ -17,7 +17,7 @@ from ..cli import get_device
 from ..data.common import Batch, to_uint8
 from .config import TrainConfig
 from .step import build_nets, build_optims, make_scaler, train_step
-from .run import make_loader
+from .data import make_loader
 from ..vis import image_grid
 
 # %% auto #0
