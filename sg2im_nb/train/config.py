@@ -14,9 +14,9 @@ from ..model.layers import get_activation, ACTIVATION_NAMES, NORMALIZATION_NAMES
 from ..precision import AMP_CHOICES, resolve_amp
 
 # %% auto #0
-__all__ = ['VG_DIR', 'COCO_DIR', 'SHAPES64_MODEL_KWARGS', 'PRESETS', 'CHOICES', 'MAX_IMAGE_SIDE', 'TrainConfig', 'smallest_input',
-           'validate_config', 'make_config', 'config_parser', 'parse_config', 'model_kwargs', 'config_to_args',
-           'config_from_args']
+__all__ = ['VG_DIR', 'COCO_DIR', 'SHAPES64_MODEL_KWARGS', 'PRESETS', 'CHOICES', 'MAX_IMAGE_SIDE', 'EXIT_STATUSES', 'TrainConfig',
+           'smallest_input', 'validate_config', 'make_config', 'config_parser', 'parse_config', 'model_kwargs',
+           'config_to_args', 'config_from_args']
 
 # %% ../../nbs/20_train_config.ipynb #8ac5b92d
 VG_DIR, COCO_DIR = 'datasets/vg', 'datasets/coco'
@@ -108,6 +108,8 @@ class TrainConfig(_DiscriminatorFlags):
     recompute_crn: int = 0                   # the last K refinement modules run again in backward (less memory, slower)
     seed: int = 0
     sync_bn: bool = False                    # multi-GPU: SyncBatchNorm instead of per-process statistics
+    overwrite: bool = False                  # start again over the run already in --output_dir (its files are deleted)
+    max_nonfinite_steps: int = 20            # stop a run whose loss is not finite this many iterations in a row
     shapes_dir: str = '~/.cache/sg2im_nb/data/shapes'
     preset: Optional[str] = None
 
@@ -161,6 +163,8 @@ def _check_choices(cfg:TrainConfig):
     if cfg.preset is not None and cfg.preset not in PRESETS:
         raise UserError(f'--preset {cfg.preset!r} is not one of {", ".join(PRESETS)}')
     for k in ('activation', 'd_activation'): _check_activation(k, getattr(cfg, k))
+    if cfg.overwrite and cfg.restore_from_checkpoint:
+        raise UserError('--overwrite 1 starts again over a run, --restore_from_checkpoint 1 continues it; pass one of them')
     if not str(cfg.checkpoint_name) or '/' in str(cfg.checkpoint_name):
         raise UserError(f'--checkpoint_name must be a plain file name prefix, got {cfg.checkpoint_name!r}')
 
@@ -171,7 +175,7 @@ def _out_of_range(name:str, value, lo, hi=None, why:str='') -> UserError:
 
 _AT_LEAST = dict(batch_size=1, num_val_samples=1, print_every=1, checkpoint_every=1, embedding_dim=1, gconv_dim=1,
                  gconv_hidden_dim=1, num_iterations=0, loader_num_workers=0, gconv_num_layers=0, layout_noise_dim=0,
-                 eval_mode_after=-1, min_objects_per_image=0, seed=0)
+                 eval_mode_after=-1, min_objects_per_image=0, seed=0, max_nonfinite_steps=1)
 _INTS = (*_AT_LEAST, 'max_objects_per_image', 'mask_size', 'crop_size', 'recompute_crn')
 _WEIGHTS = ('mask_loss_weight', 'l1_pixel_loss_weight', 'bbox_pred_loss_weight', 'predicate_pred_loss_weight',
             'discriminator_loss_weight', 'd_obj_weight', 'ac_loss_weight', 'd_img_weight')
@@ -285,9 +289,14 @@ _TYPES = {'image_size': _int_tuple, 'refinement_network_dims': _int_tuple, 'inst
 class _Parser(argparse.ArgumentParser):
     def error(self, message): raise UserError(message)
 
+EXIT_STATUSES = ('exit status: 0 trained to --num_iterations; 2 a bad flag or file, a folder that holds a run (resume it or '
+                 '--overwrite 1), or a run that diverged (one line each, "error: ..."); 130 stopped by Ctrl-C and 143 by '
+                 'SIGTERM, after saving the current iteration (resume with --restore_from_checkpoint 1).')
+
 def config_parser() -> argparse.ArgumentParser:
     "The `sg2im-train` argument parser (every `TrainConfig` field as `--name`, also spelled `--kebab-name`)."
-    p = _Parser(prog='sg2im-train', description='Train sg2im (published train.py flags).', argument_default=argparse.SUPPRESS)
+    p = _Parser(prog='sg2im-train', description='Train sg2im (published train.py flags).', argument_default=argparse.SUPPRESS,
+                epilog=EXIT_STATUSES)
     default = TrainConfig()
     for f in fields(TrainConfig):
         d = getattr(default, f.name)

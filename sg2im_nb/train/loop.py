@@ -6,7 +6,7 @@ Docs: https://sg2im-nb.github.io/sg2im_nb/train.html.md"""
 
 # %% ../../nbs/23_train.ipynb #ec1f5f55
 from __future__ import annotations
-import hashlib, json, math, os, sys, time
+import hashlib, json, os, signal, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 import torch
@@ -15,12 +15,16 @@ from tqdm.auto import tqdm
 from ..cli import UserError, cli_errors, get_device, check_output_dir, CliParser
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..model.generator import Sg2ImModel
-from .config import TrainConfig, make_config, config_parser
-from .step import Nets, Optims, build_nets, build_optims, make_adam, train_step, check_model, make_scaler, use_channels_last
+from .config import TrainConfig, make_config, config_parser, config_to_args
+from .step import (Nets, Optims, build_nets, build_optims, make_adam, step_gradients, apply_updates,
+                                 read_losses, check_model, make_scaler, use_channels_last)
 from ..precision import resolve_amp
 from .data import build_datasets, ResumableSampler, make_loader
-from .run import (new_checkpoint, check_checkpoint_vocab, get_rng_state, set_rng_state, append_metrics, repair_metrics,
-                                _val_records, train_lock, check_counters, load_optim_state, optim_key, write_side_files, repair_side_files)
+from .safety import (check_fresh_start, resume_changes, changes_note, check_finite_weights,
+                                   check_finite_validation, check_nonfinite_step, StopSignals, TrainingStopped)
+from .run import (new_checkpoint, check_checkpoint_vocab, get_rng_state, set_rng_state, append_metrics,
+                                repair_metrics, _val_records, train_lock, check_counters, load_optim_state, optim_key,
+                                write_side_files, repair_side_files)
 
 # %% auto #0
 __all__ = ['RunState', 'prepare', 'train', 'main', 'setup_distributed']
@@ -34,6 +38,15 @@ def _load_state(module, state, what, path):
     except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as e:
         raise UserError(f'{what} in {path} does not fit the flags ({" ".join(str(e).split())[:140]}); use the flags it was trained with') from None
 
+def _generator(cfg:TrainConfig, ckpt:dict, where) -> Sg2ImModel:
+    "The generator `ckpt` describes, with its weights, in training mode."
+    model = Sg2ImModel(**ckpt['model_kwargs']).train()
+    model.refinement_net.recompute = cfg.recompute_crn
+    if tuple(model.image_size) != tuple(cfg.image_size):
+        raise UserError(f'{where} makes {model.image_size} images but --image_size is {cfg.image_size}; make them equal')
+    _load_state(model, ckpt['model_state'], 'model_state', where)
+    return model
+
 def _starting_checkpoints(cfg:TrainConfig, vocab:dict, path:Path) -> tuple:
     "(restored checkpoint or None, --checkpoint_start_from checkpoint or None), both checked against the dataset's vocab."
     restored = load_checkpoint(path) if cfg.restore_from_checkpoint and path.is_file() else None
@@ -43,12 +56,14 @@ def _starting_checkpoints(cfg:TrainConfig, vocab:dict, path:Path) -> tuple:
         start = load_checkpoint(cfg.checkpoint_start_from); check_checkpoint_vocab(start, vocab, cfg.checkpoint_start_from)
     return restored, start
 
-def _restore_training_state(cfg, restored:dict, run, rank:int) -> None:
+def _restore_training_state(cfg:TrainConfig, restored:dict, run:RunState, rank:int) -> None:
     "Load the optimizer and GradScaler states, counters and random state of the checkpoint `run` resumes."
     path = run.checkpoint_path
     run.t, run.epoch, run.batch_in_epoch = check_counters(restored, path)
     for name, opt in run.optims.named().items():
         if restored.get(optim_key(name)) is not None: load_optim_state(opt, restored[optim_key(name)], optim_key(name), path)
+    for opt in run.optims.named().values():
+        for group in opt.param_groups: group['lr'] = cfg.learning_rate  # the restored optimizers take --learning_rate too
     if run.scaler is not None and restored.get('scaler_state'): run.scaler.load_state_dict(restored['scaler_state'])
     if 0 <= cfg.eval_mode_after <= run.t: run.nets.model.eval()
     if rank == 0 and restored.get('rng_state') is not None:
@@ -72,30 +87,40 @@ class RunState:
     epoch: int = 0            # the epoch of the last batch (the first epoch is 1)
     batch_in_epoch: int = 0   # batches of `epoch` done
     scaler: object = None     # the GradScaler of --amp fp16
+    saved_t: int|None = None  # the iteration of the checkpoint at `checkpoint_path` (None: none yet)
+    nonfinite_in_a_row: int = 0 # iterations skipped for a non-finite loss since the last finite one
+    notes: tuple = ()         # what to tell the user before the first step
+
+    @property
+    def saved(self) -> str|None:
+        "The checkpoint on disk, in words (None if there is none)."
+        return None if self.saved_t is None else f'{self.checkpoint_path} at t={self.saved_t}'
 
 def prepare(cfg:TrainConfig, rank:int=0, world:int=1, device='cpu') -> RunState:
     "Datasets, networks, optimizers, checkpoint dict and counters for `cfg` (restored or fresh)."
     vocab, train_data, val_data = build_datasets(cfg)
     path = Path(cfg.output_dir) / f'{cfg.checkpoint_name}_with_model.pt'
     restored, start = _starting_checkpoints(cfg, vocab, path)
+    changes = resume_changes(cfg, restored, vocab, path) if restored is not None else {}
     torch.manual_seed(cfg.seed)
     nets, kwargs = build_nets(cfg, vocab)
-    if start is not None:
-        model = Sg2ImModel(**start['model_kwargs']).train()
-        model.refinement_net.recompute = cfg.recompute_crn
-        if tuple(model.image_size) != tuple(cfg.image_size):
-            raise UserError(f'--checkpoint_start_from makes {model.image_size} images but --image_size is {cfg.image_size}; make them equal')
-        _load_state(model, start['model_state'], 'model_state', cfg.checkpoint_start_from)
-        nets = use_channels_last(Nets(model, nets.discriminators))  # like the networks `build_nets` made
-        kwargs = {**kwargs, 'model_kwargs': start['model_kwargs']}
+    source, where = (restored, path) if restored is not None else (start, f'--checkpoint_start_from {cfg.checkpoint_start_from}')
+    if source is not None:  # the generator continues that of a checkpoint
+        nets = use_channels_last(Nets(_generator(cfg, source, where), nets.discriminators))  # like those `build_nets` makes
+        kwargs = {**kwargs, 'model_kwargs': source['model_kwargs']}
     if restored is not None:
-        for name, net in nets.named().items(): _load_state(net, restored.get(f'{name}_state'), f'{name}_state', path)
+        for name, net in nets.discriminators.items(): _load_state(net, restored.get(f'{name}_state'), f'{name}_state', path)
     if cfg.sync_bn: nets = nets.map(nn.SyncBatchNorm.convert_sync_batchnorm)
     nets = nets.map(lambda m: m.to(device))
     run = RunState(vocab, train_data, val_data, nets, build_optims(nets, cfg.learning_rate),
                    restored if restored is not None else new_checkpoint(cfg, vocab, kwargs), path,
                    resumed=restored is not None, scaler=make_scaler(device, cfg.amp))
-    if restored is not None: _restore_training_state(cfg, restored, run, rank)
+    if restored is not None:
+        _restore_training_state(cfg, restored, run, rank)
+        run.saved_t, run.checkpoint['args'] = run.t, config_to_args(cfg)  # the flags in use from here on
+        if changes:
+            run.checkpoint['flag_changes'] = [*run.checkpoint.get('flag_changes', []), {'t': run.t, 'flags': changes}]
+            run.notes = (changes_note(changes, run.t),)
     if rank > 0: torch.manual_seed(cfg.seed + 1000 * rank + run.t)
     return run
 
@@ -127,9 +152,12 @@ def _params_digest(nets:Nets) -> dict:
 
 def _write_checkpoint(cfg:TrainConfig, run:RunState, rank:int, device):
     "Validate (all ranks), then save `run` and its side files (rank 0); the validation result, or None on other ranks."
+    check_finite_weights(cfg, run.nets.named(), run.t, run.saved)  # never save NaN or Inf
     loader = lambda data, shuffle: make_loader(data, cfg, shuffle=shuffle, seed=cfg.seed + run.t)
     on_train = check_model(cfg, run.nets.model, loader(run.train_data, True), device)
     on_val = check_model(cfg, run.nets.model, loader(run.val_data, cfg.shuffle_val), device)
+    check_finite_validation(cfg, [on_train, on_val], run.t, run.saved)
+    run.saved_t = run.t
     if rank != 0: return None
     _add_validation(run.checkpoint, on_train, on_val, run.t)
     _add_states(run)
@@ -145,17 +173,29 @@ def train(cfg:TrainConfig,       # a validated config (`make_config` / `parse_co
     "Train as the published train.py does; return the last checkpoint dict (rank 0; None on other ranks)."
     rank, world, device = setup_distributed(cfg)
     try:
-        if rank > 0: return _train(cfg, rank, world, device, progress)
-        out = check_output_dir(cfg.output_dir)
-        made = not out.exists()
-        out.mkdir(parents=True, exist_ok=True)
-        try:
-            with train_lock(out): return _train(cfg, rank, world, device, progress)
-        except BaseException:
-            if made and not any(out.iterdir()): out.rmdir()  # stopped before writing anything: leave no empty folder
-            raise
+        with StopSignals() as stop:
+            if rank > 0:
+                check_fresh_start(cfg)
+                return _train(cfg, rank, world, device, progress, stop)
+            out = check_output_dir(cfg.output_dir)
+            made = not out.exists()
+            out.mkdir(parents=True, exist_ok=True)
+            try:
+                with train_lock(out):
+                    _start_over(cfg)
+                    return _train(cfg, rank, world, device, progress, stop)
+            except BaseException:
+                if made and not any(out.iterdir()): out.rmdir()  # stopped before writing anything: leave no empty folder
+                raise
     finally:
         if world > 1 and torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
+
+def _start_over(cfg:TrainConfig) -> None:
+    "Rank 0, holding the lock: refuse a folder that holds a run, or (--overwrite 1) delete that run's files, saying so."
+    old = check_fresh_start(cfg)
+    for p in old: p.unlink()
+    if old: print(f'note: --overwrite 1: deleted the run that was in {cfg.output_dir} ({", ".join(p.name for p in old)})',
+                  file=sys.stderr, flush=True)
 
 def _start(cfg:TrainConfig, run:RunState) -> None:
     "Rank 0, before the first step: clean temporaries of killed writes, repair metrics and side files, say where we are."
@@ -164,7 +204,7 @@ def _start(cfg:TrainConfig, run:RunState) -> None:
         for p in out.glob(pat): p.unlink(missing_ok=True)
     notes = repair_metrics(out / 'metrics.jsonl', run.t, run.checkpoint if run.resumed else None)
     if run.resumed: notes += repair_side_files(cfg, run.checkpoint, run.vocab, run.t)
-    for n in notes: print(f'note: {n}', file=sys.stderr, flush=True)
+    for n in [*notes, *run.notes]: print(f'note: {n}', file=sys.stderr, flush=True)
     if run.resumed: print(f'restored {run.checkpoint_path} at t={run.t} (epoch {run.epoch})', flush=True)
 
 # %% ../../nbs/23_train.ipynb #246482c6
@@ -175,7 +215,22 @@ def _log(ckpt:dict, out:Path, t:int, epoch:int, losses:dict, sec_per_it:float, b
     bar.set_postfix({k: f'{losses[k]:.3g}' for k in ('total_loss', 'L1_pixel_loss', 'd_obj_gan_loss', 'd_img_gan_loss') if k in losses})
 
 # %% ../../nbs/23_train.ipynb #3bb6d4e6
-def _train(cfg, rank, world, device, progress):
+def _stop(cfg:TrainConfig, run:RunState, rank:int, signum:int):
+    "Save the iteration a signal stopped the run at (rank 0; atomically, as a periodic checkpoint); raise `TrainingStopped`."
+    name = 'Ctrl-C (SIGINT)' if signum == signal.SIGINT else signal.Signals(signum).name
+    if run.saved_t == run.t or run.t == 0:
+        said = f'the checkpoint {run.saved} is the latest' if run.saved_t is not None else 'nothing trained, nothing saved'
+        raise TrainingStopped(signum, f'stopped by {name} at t={run.t}: {said}', rank)
+    check_finite_weights(cfg, run.nets.named(), run.t, run.saved)
+    if rank == 0:
+        _add_states(run)
+        save_checkpoint(run.checkpoint, run.checkpoint_path)
+        write_side_files(cfg, run.checkpoint, run.vocab, ('no_model', 'losses', 'train', 'val') if run.checkpoint['checkpoint_ts'] else ('no_model', 'losses'))
+    run.saved_t = run.t
+    raise TrainingStopped(signum, f'stopped by {name} at t={run.t}: saved {run.checkpoint_path}; continue with --restore_from_checkpoint 1', rank)
+
+# %% ../../nbs/23_train.ipynb #6558cc09
+def _train(cfg, rank, world, device, progress, stop:StopSignals):
     run = prepare(cfg, rank, world, device)
     out = Path(cfg.output_dir)
     if rank == 0:
@@ -184,29 +239,38 @@ def _train(cfg, rank, world, device, progress):
     nets = run.nets.map(lambda m: _wrap(m, cfg, world, device))  # what the steps run
     sampler = ResumableSampler(run.train_data, cfg.batch_size, cfg.seed, rank, world)
     bar = tqdm(total=cfg.num_iterations, initial=run.t, desc='sg2im-train', disable=rank != 0 or not progress, dynamic_ncols=True)
+    signum = stop.agreed(world, device)
     try:
         tick = time.time()
-        while run.t < cfg.num_iterations:
+        while run.t < cfg.num_iterations and not signum:
             if run.batch_in_epoch == 0 or run.batch_in_epoch >= sampler.batches_per_epoch: run.epoch, run.batch_in_epoch = run.epoch + 1, 0
             sampler.set_epoch(run.epoch, run.batch_in_epoch)
             if hasattr(run.train_data, 'set_epoch'): run.train_data.set_epoch(run.epoch)
-            for batch in make_loader(run.train_data, cfg, sampler=sampler, seed=cfg.seed + run.epoch, device=device):
+            for batch in stop.batches(make_loader(run.train_data, cfg, sampler=sampler, seed=cfg.seed + run.epoch, device=device)):
                 run.batch_in_epoch += 1
                 if run.t == cfg.eval_mode_after:
                     run.nets.model.eval(); run.optims.model = make_adam(run.nets.model, cfg.learning_rate)  # the published fresh Adam
                 run.t += 1
-                losses = train_step(nets, run.optims, batch.to(device, non_blocking=True), cfg, run.scaler)
+                step_losses, ok = step_gradients(nets, batch.to(device, non_blocking=True), cfg, run.scaler)
+                apply_updates(nets, run.optims, ok, cfg, run.scaler)
+                losses = read_losses(step_losses)
                 bar.update(1)
-                if not math.isfinite(losses['total_loss']):
+                if not bool(ok):
+                    run.nonfinite_in_a_row += 1
+                    check_nonfinite_step(cfg, run.nets.named(), run.t, run.nonfinite_in_a_row, run.saved)
                     if rank == 0: tqdm.write(f'WARNING: t={run.t}: non-finite loss, step skipped')
-                elif run.t % cfg.print_every == 0 and rank == 0:
-                    now = time.time(); _log(run.checkpoint, out, run.t, run.epoch, losses, (now - tick) / cfg.print_every, bar); tick = now
+                else:
+                    run.nonfinite_in_a_row = 0
+                    if run.t % cfg.print_every == 0 and rank == 0:
+                        now = time.time(); _log(run.checkpoint, out, run.t, run.epoch, losses, (now - tick) / cfg.print_every, bar); tick = now
                 if run.t % cfg.checkpoint_every == 0 or run.t == cfg.num_iterations:
                     on_val = _write_checkpoint(cfg, run, rank, device)
                     if on_val is not None: tqdm.write(f't={run.t}: val total_loss {on_val.losses["total_loss"]:.4f}, val box IoU {on_val.avg_iou:.3f}')
-                if run.t >= cfg.num_iterations: break
-            run.batch_in_epoch = run.batch_in_epoch if run.t >= cfg.num_iterations else 0
+                signum = stop.agreed(world, device)
+                if signum or run.t >= cfg.num_iterations: break
+            else: run.batch_in_epoch = 0  # the epoch is used up
     finally: bar.close()  # an error then starts on a line of its own
+    if signum: _stop(cfg, run, rank, signum)
     debug = os.environ.get('SG2IM_TRAIN_DEBUG_DIR')
     if debug:
         Path(debug).mkdir(parents=True, exist_ok=True)
@@ -220,7 +284,13 @@ def main(argv:list=None): # command-line arguments (default: sys.argv[1:])
         parser = config_parser()
         parser.__class__ = CliParser  # a flag argparse cannot read: one line naming `sg2im-train --help`, as in every command
         given = vars(parser.parse_args(argv))
-        train(make_config(given.pop('preset', None), **given))
+        try: train(make_config(given.pop('preset', None), **given))
+        except TrainingStopped as e:
+            if e.rank == 0: print(e, file=sys.stderr, flush=True)
+            raise SystemExit(e.exit_status) from None
+        except KeyboardInterrupt:  # a second Ctrl-C, or one before training began
+            print('stopped by Ctrl-C without saving this iteration; the last checkpoint is kept', file=sys.stderr, flush=True)
+            raise SystemExit(130) from None
 
 # %% ../../nbs/23_train.ipynb #a1aafb43
 def setup_distributed(cfg:TrainConfig) -> tuple:

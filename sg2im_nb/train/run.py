@@ -6,7 +6,7 @@ Docs: https://sg2im-nb.github.io/sg2im_nb/train_run.html.md"""
 
 # %% ../../nbs/22_train_run.ipynb #da0623f6
 from __future__ import annotations
-import contextlib, json, os, random, socket, sys
+import contextlib, fcntl, json, os, random, socket, sys
 from collections import defaultdict
 from pathlib import Path
 import numpy as np
@@ -181,39 +181,58 @@ def repair_side_files(cfg:TrainConfig, ckpt:dict, vocab:dict, t:int) -> list:
 # %% ../../nbs/22_train_run.ipynb #ce6f15d5
 LOCK_NAME = '.sg2im-train.lock'
 
-def _alive(pid:int) -> bool:
+def _alive(pid) -> bool:
+    "Is there a process `pid` on this host? (False for what cannot be a PID.)"
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid < 2**31: return False
     try: os.kill(pid, 0)
     except ProcessLookupError: return False
     except PermissionError: return True  # it exists, under another user
     return True
 
-def _take_lock(lock:Path) -> bool:
-    try: fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError: return False
-    with os.fdopen(fd, 'w') as f: f.write(json.dumps({'pid': os.getpid(), 'host': socket.gethostname()}))
-    return True
+def _owner(path:Path) -> dict:
+    try: owner = json.loads(path.read_text())
+    except (OSError, ValueError): return {}
+    return owner if isinstance(owner, dict) else {}
+
+def _busy(out_dir, lock:Path, owner:dict) -> UserError:
+    pid, host = owner.get('pid'), owner.get('host')
+    who = f'PID {pid} on {host}' if pid is not None else 'a process whose lock file is still empty or unreadable'
+    return UserError(f'another sg2im-train ({who}) is writing to {out_dir}; wait for it to finish, or, if it is not running, '
+                     f'delete {lock} and run again')
+
+def _try_lock(out_dir, lock:Path):
+    "An open file descriptor holding the flock of `lock`, None if the file changed under us (try again), or a `UserError`."
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError: raise _busy(out_dir, lock, _owner(lock)) from None
+        try: same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError: same = False
+        if not same: os.close(fd); return None  # removed (and perhaps made again) by its holder as we opened it
+        owner = _owner(lock)
+        if owner and not owner.get('flock') and owner.get('host') == socket.gethostname() and owner.get('pid') != os.getpid() \
+                and _alive(owner.get('pid')):
+            raise _busy(out_dir, lock, owner)  # an older sg2im_nb, which held no flock, still runs
+        if owner: print(f'note: {lock} was left by a trainer that no longer runs (PID {owner.get("pid")}); taking it over', file=sys.stderr)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({'pid': os.getpid(), 'host': socket.gethostname(), 'flock': True}).encode(), 0)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
 
 @contextlib.contextmanager
 def train_lock(out_dir): # the training folder (it must exist)
-    "Hold `out_dir/.sg2im-train.lock` while the block runs; one-line `UserError` if another live trainer holds it."
+    "Hold the flock of `out_dir/.sg2im-train.lock` while the block runs; one-line `UserError` if another trainer holds it."
     lock = Path(out_dir) / LOCK_NAME
-    for _ in range(2):
-        if _take_lock(lock): break
-        try: owner = json.loads(lock.read_text())
-        except (OSError, ValueError): owner = None
-        pid, host = (owner.get('pid'), owner.get('host')) if isinstance(owner, dict) else (None, None)
-        if isinstance(pid, int) and host == socket.gethostname() and not _alive(pid):
-            print(f'note: {lock} was left by a trainer that no longer runs (PID {pid}); taking it over', file=sys.stderr)
-            lock.unlink(missing_ok=True); continue
-        who = f'PID {pid} on {host}' if pid is not None else 'a process whose lock file is unreadable'
-        raise UserError(f'another sg2im-train ({who}) is writing to {out_dir}; wait for it to finish, or, if it is not running, '
-                        f'delete {lock} and run again')
-    else: raise UserError(f'cannot take {lock}; delete it if no trainer is running, and run again')
+    for _ in range(5):
+        fd = _try_lock(out_dir, lock)
+        if fd is not None: break
+    else: raise UserError(f'cannot take {lock}: it keeps changing; check that no other trainer uses {out_dir}, and run again')
     try: yield lock
     finally:
-        try:
-            if json.loads(lock.read_text()).get('pid') == os.getpid(): lock.unlink()
-        except (OSError, ValueError): pass
+        lock.unlink(missing_ok=True)  # while still holding it: see `_try_lock`
+        os.close(fd)
 
 # %% ../../nbs/22_train_run.ipynb #5ee0c71c
 def optim_key(name:str) -> str:

@@ -6,9 +6,10 @@ Docs: https://sg2im-nb.github.io/sg2im_nb/strip.html.md"""
 
 # %% ../../nbs/24_strip.ipynb #3a93f598
 from __future__ import annotations
+import sys
 from pathlib import Path
 from ..cli import UserError, script, check_output_file, check_output_dir
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint, check_checkpoint, save_checkpoint
 
 # %% auto #0
 __all__ = ['KEEP', 'discriminator_keys', 'strip_checkpoint', 'strip_files', 'main']
@@ -42,7 +43,10 @@ def strip_files(input_checkpoint=None, output_checkpoint=None, input_dir=None, o
     written = []
     for src, dst in jobs:
         if src.resolve() == dst.resolve(): raise UserError(f'output {dst} would overwrite its input; write elsewhere')
-        written.append(save_checkpoint(strip_checkpoint(load_checkpoint(src), keep_discriminators), dst))
+        ckpt = load_checkpoint(src, generator=False)
+        if input_checkpoint is None and 'model_state' not in ckpt:  # in a folder: a training run's histories (_no_model.pt)
+            print(f'note: skipped {src.name}: it holds no generator (model_state)', file=sys.stderr); continue
+        written.append(save_checkpoint(strip_checkpoint(check_checkpoint(ckpt, str(src)), keep_discriminators), dst))
     return written
 
 # %% ../../nbs/24_strip.ipynb #3f88ae38
