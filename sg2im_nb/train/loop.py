@@ -212,7 +212,8 @@ def _log(ckpt:dict, out:Path, t:int, epoch:int, losses:dict, sec_per_it:float, b
     ckpt['losses_ts'].append(t)
     for k, v in losses.items(): (ckpt['d_losses'] if k.startswith('d_') else ckpt['losses'])[k].append(v)
     append_metrics(out / 'metrics.jsonl', {'t': t, 'epoch': epoch, 'kind': 'train', 'sec_per_it': sec_per_it, **losses})
-    bar.set_postfix({k: f'{losses[k]:.3g}' for k in ('total_loss', 'L1_pixel_loss', 'd_obj_gan_loss', 'd_img_gan_loss') if k in losses})
+    shown = ['total_loss', 'L1_pixel_loss'] + [k for k in losses if k.startswith('d_') and k.endswith('_gan_loss')]  # every discriminator's
+    bar.set_postfix({k: f'{losses[k]:.3g}' for k in shown if k in losses})
 
 # %% ../../nbs/23_train.ipynb #3bb6d4e6
 def _stop(cfg:TrainConfig, run:RunState, rank:int, signum:int):

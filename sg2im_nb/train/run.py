@@ -21,8 +21,8 @@ from ..vis import image_grid, draw_layout, color_for, save_png
 # %% auto #0
 __all__ = ['LOCK_NAME', 'state_keys', 'new_checkpoint', 'split_checkpoint', 'vocab_mismatch', 'check_checkpoint_vocab',
            'get_rng_state', 'set_rng_state', 'plot_losses', 'sample_sheet', 'append_metrics', 'repair_metrics',
-           'truncate_metrics', 'side_files', 'write_side_files', 'repair_side_files', 'train_lock', 'optim_key',
-           'check_counters', 'load_optim_state']
+           'side_files', 'write_side_files', 'repair_side_files', 'train_lock', 'optim_key', 'check_counters',
+           'load_optim_state']
 
 # %% ../../nbs/22_train_run.ipynb #f70e171f
 def state_keys(ckpt:dict) -> set:
@@ -142,10 +142,6 @@ def repair_metrics(path, t:int, ckpt:dict=None) -> list:
     if keep != recs or not p.is_file():
         with atomic_write(p) as tmp: tmp.write_text(''.join(json.dumps(r) + '\n' for r in keep))
     return notes
-
-def truncate_metrics(path, t:int) -> None:
-    "Drop the lines of `path` written after iteration `t` (work lost by an interrupted run), and torn lines."
-    repair_metrics(path, t)
 
 # %% ../../nbs/22_train_run.ipynb #8dec2e7f
 def side_files(cfg:TrainConfig) -> dict:

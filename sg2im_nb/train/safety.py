@@ -105,8 +105,8 @@ def resume_changes(cfg:TrainConfig, ckpt:dict, vocab:dict, path) -> dict:
     refused = [f'--{k} {_text(now)} (it has {_text(then)})' for k, (then, now) in changed.items() if k in fixed]
     for name, spec in DISCRIMINATORS.items():
         on, was = bool(spec.kwargs(cfg, vocab)), bool(ckpt.get(f'{name}_kwargs'))
-        if on != was: refused.append(f'{name} {"on" if on else "off"} (it trained {"no " if not was else ""}{name}; '
-                                     f'see --discriminator_loss_weight and its weight)')
+        if on != was: refused.append(f'{name} switched off (its loss weight is 0; it trained one)' if was else
+                                     f'{name} switched on (it has none)')
     if refused:
         raise UserError(f'{path} was trained with other flags: {"; ".join(refused)}; resume with the flags it was trained '
                         'with, or start a new run from its generator with --checkpoint_start_from')
