@@ -22,15 +22,13 @@ from .data.shapes import THING_IDS, STUFF_IDS, OTHER_ID
 from .vis import draw_scene_graph, draw_layout, overlay_boxes, resize_nearest, save_png
 
 # %% auto #0
-__all__ = ['SHAPES_PREDICATES', 'SHAPES_MODEL_KWARGS', 'shapes_vocab', 'default_checkpoint_path', 'untrained_shapes_model',
-           'default_checkpoint', 'default_model', 'examples_dir', 'load_scene_graphs', 'check_scene_graphs',
-           'to_uint8_image', 'Generated', 'generate', 'layout_picture', 'load_model', 'run_model', 'main']
+__all__ = ['SHAPES_PREDICATES', 'shapes_vocab', 'default_checkpoint_path', 'untrained_shapes_model', 'default_checkpoint',
+           'default_model', 'examples_dir', 'load_scene_graphs', 'check_scene_graphs', 'to_uint8_image', 'Generated',
+           'generate', 'layout_picture', 'load_model', 'run_model', 'main']
 
 # %% ../nbs/30_inference.ipynb #868f6375
 SHAPES_PREDICATES = ['__in_image__', 'left of', 'right of', 'above', 'below', 'inside', 'surrounding']
-SHAPES_MODEL_KWARGS = dict(image_size=(64, 64), embedding_dim=64, gconv_dim=64, gconv_hidden_dim=128, gconv_num_layers=3,
-                           refinement_dims=(256, 128, 64, 32, 16), mask_size=16, layout_noise_dim=32,
-                           normalization='batch', activation='leakyrelu-0.2', mlp_normalization='none')
+from .train.config import SHAPES64_MODEL_KWARGS as SHAPES_MODEL_KWARGS  # the shapes64 preset's generator
 
 def shapes_vocab() -> dict:
     "The vocab of the shapes world in the published COCO layout (index = category id)."

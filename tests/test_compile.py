@@ -63,6 +63,6 @@ def test_graph_breaks_are_gone():
     fake = b.imgs.clone().requires_grad_()
     for fn, args in ((lambda: nets.model(b.objs, b.triples, b.obj_to_img, boxes_gt=b.boxes, masks_gt=b.masks,
                                          num_images=b.num_images, predict_masks=False), ()),
-                     (nets.d_obj, (fake, b.objs, b.boxes, b.obj_to_img)), (nets.d_img, (fake,))):
+                     (nets.discriminators['d_obj'], (fake, b.objs, b.boxes, b.obj_to_img)), (nets.discriminators['d_img'], (fake,))):
         e = torch._dynamo.explain(fn)(*args)
         assert (e.graph_count, e.graph_break_count) == (1, 0), e.break_reasons

@@ -55,10 +55,10 @@ def test_skipped_step_is_sync_free_too():
     nets, _ = build_nets(cfg, VOCAB)
     optims = build_optims(nets, 1e-3)
     train_step(nets, optims, batch, cfg)
-    before = [p.detach().clone() for m in (nets.model, nets.d_obj, nets.d_img) for p in m.parameters()]
+    before = [p.detach().clone() for m in nets.named().values() for p in m.parameters()]
     with HostSyncs() as s: losses = train_step(nets, optims, bad, cfg, as_floats=False)
     assert s.events == []
-    after = [p for m in (nets.model, nets.d_obj, nets.d_img) for p in m.parameters()]
+    after = [p for m in nets.named().values() for p in m.parameters()]
     assert all(torch.equal(a, b) for a, b in zip(before, after))
     assert list(read_losses(losses))[-1] == 'total_loss'
 

@@ -1,5 +1,5 @@
 "sg2im-train (sg2im_nb.train.loop*): a tiny CPU run with both checkpoints, SIGKILL + resume, strip, bf16, overfitting, bad input."
-import json, os, signal, subprocess, sys, time
+import dataclasses, json, os, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import pytest
@@ -10,7 +10,7 @@ from sg2im_nb.data.shapes import make_shapes_dataset
 from sg2im_nb.train.loop import train, main
 from sg2im_nb.train.config import make_config
 from sg2im_nb.train.step import build_nets, build_optims, train_step
-from sg2im_nb.train.run import build_datasets
+from sg2im_nb.train.data import build_datasets
 from sg2im_nb.data.common import collate_scene_graphs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -156,3 +156,28 @@ def test_bad_input_process_level(tmp_path):
         assert p.returncode == 2 and err.startswith('error: ') and err.count('\n') == 1 and 'Traceback' not in err, err
         assert words in err, (argv, err)
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_a_third_discriminator_is_one_class_and_one_registration(shapes, tmp_path):
+    "A toy patch discriminator on the image at half size, registered: sg2im-train trains it, saves it and resumes it."
+    from torch import nn
+    from sg2im_nb.train.adversarial import DiscriminatorSpec, register_discriminator, unregister_discriminator
+
+    class HalfSizePatches(DiscriminatorSpec):
+        name = 'd_half'
+        def kwargs(self, cfg, vocab): return {'width': 8} if self.weight(cfg) else {}
+        def build(self, kw): return nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(3, kw['width'], 3), nn.LeakyReLU(0.2), nn.Conv2d(kw['width'], 1, 1))
+
+    register_discriminator(HalfSizePatches())
+    try:
+        cfg = make_config('tiny', device='cpu', shapes_dir=str(shapes), output_dir=str(tmp_path), num_iterations=2,
+                          checkpoint_every=2, print_every=1, num_val_samples=4)
+        ck = train(cfg, progress=False)
+        assert ck['d_half_kwargs'] == {'width': 8} and ck['d_half_state']['1.weight'].shape == (8, 3, 3, 3)
+        assert ck['d_half_optim_state']['state'] and ck['d_obj_state'] and ck['d_img_state']  # the published pair as before
+        assert len(ck['losses']['g_gan_half_loss']) == len(ck['d_losses']['d_half_gan_loss']) == 2
+        assert np.isfinite(ck['d_losses']['d_half_gan_loss']).all()
+        ck = train(dataclasses.replace(cfg, num_iterations=3, restore_from_checkpoint=True), progress=False)
+        assert ck['counters']['t'] == 3 and len(ck['d_losses']['d_half_gan_loss']) == 3
+        assert build_model(tmp_path / 'checkpoint_with_model.pt').image_size == (32, 32)
+    finally: unregister_discriminator('d_half')

@@ -20,13 +20,14 @@ from .classifier import load_classifier, object_classes, object_crops, predict_c
 from ..inference import default_checkpoint, default_checkpoint_path, untrained_shapes_model, save_png, to_uint8_image
 from ..train.config import TrainConfig
 from ..precision import resolve_amp, autocast
-from ..train.run import ensure_shapes, vocab_mismatch
+from ..train.data import ensure_shapes
+from ..train.run import vocab_mismatch
 from ..vis import image_grid
 
 # %% auto #0
-__all__ = ['COCO_DIR', 'VG_DIR', 'LAYOUTS', 'ROW_NAMES', 'COLUMNS', 'ShapesFeatures', 'InceptionFeatures', 'feature_network',
-           'eval_dataset', 'evaluate', 'results_table', 'save_report', 'load_generator', 'run_evaluation',
-           'sample_images', 'main', 'sample_images_main']
+__all__ = ['LAYOUTS', 'ROW_NAMES', 'COLUMNS', 'ShapesFeatures', 'InceptionFeatures', 'feature_network', 'eval_dataset',
+           'evaluate', 'results_table', 'save_report', 'load_generator', 'run_evaluation', 'sample_images', 'main',
+           'sample_images_main']
 
 # %% ../../nbs/42_evaluate.ipynb #cd6b0c0a
 class ShapesFeatures:
@@ -63,7 +64,7 @@ def feature_network(features:str='shapes', classifier=None, inception_weights=No
     raise UserError(f'--features {features!r} is not one of shapes, inception')
 
 # %% ../../nbs/42_evaluate.ipynb #82da4f5b
-COCO_DIR, VG_DIR = 'datasets/coco', 'datasets/vg'
+from ..train.config import COCO_DIR, VG_DIR  # the published data folders, defined once
 
 def _need(path, flag:str, how:str) -> Path:
     p = Path(path).expanduser()

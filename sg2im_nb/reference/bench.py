@@ -111,10 +111,10 @@ def check_bench(bc:BenchConfig) -> str: # the precision that will run: 'bf16', '
 
 # %% ../../nbs/50_bench.ipynb #cf9901d6
 def _plain_adam(nets:Nets, lr:float) -> Optims:
-    return Optims(*(published_adam(m, lr) for m in (nets.model, nets.d_obj, nets.d_img)))
+    return build_optims(nets, lr, published_adam)
 
 def _published_step(nets:Nets, cfg:TrainConfig, batch:Batch):
-    nets = Nets(*(published_networks(m) for m in (nets.model, nets.d_obj, nets.d_img)))
+    nets = nets.map(published_networks)
     optims = _plain_adam(nets, cfg.learning_rate)
     def step() -> dict:
         with published_algorithms(): return published_train_step(nets, optims, batch, cfg)
@@ -122,8 +122,8 @@ def _published_step(nets:Nets, cfg:TrainConfig, batch:Batch):
     return step
 
 def _capturable_adam(nets:Nets, lr:float) -> Optims:
-    adam = lambda m: None if m is None else torch.optim.Adam(m.parameters(), lr=lr, fused=True, capturable=True)
-    return Optims(*(adam(m) for m in (nets.model, nets.d_obj, nets.d_img)))
+    adam = lambda m, lr: torch.optim.Adam(m.parameters(), lr=lr, fused=True, capturable=True)
+    return build_optims(nets, lr, adam)
 
 # %% ../../nbs/50_bench.ipynb #aaeef0da
 def make_step(cfg:TrainConfig, vocab:dict, batch:Batch,
@@ -214,7 +214,7 @@ def _functions(bc:BenchConfig, amp:str, dev:torch.device) -> tuple: # (fns, cfgs
 def _measure(bc:BenchConfig, fns:dict, cfgs:dict, batch:Batch, dev) -> dict: # impl -> numbers
     rounds, res = time_interleaved(fns, bc.iters, bc.warmup, dev), {}
     for k in cfgs:
-        held = held_mb(*vars(fns[k].nets).values()) if bc.mode == 'train' else 0.0
+        held = held_mb(*fns[k].nets.named().values()) if bc.mode == 'train' else 0.0
         sec = statistics.median(rounds[k])
         res[k] = dict(sec_per_step=sec, imgs_per_s=bc.images / sec, rounds=[round(s, 4) for s in rounds[k]],
                       peak_mb=held + (getattr(fns[k], 'peak_mb', None) or peak_mb(fns[k], dev)), held_grads_mb=held)

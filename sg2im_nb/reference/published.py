@@ -13,7 +13,7 @@ from torch import nn
 import sg2im_nb.model.generator as _model_mod
 import sg2im_nb.model.discriminators as _disc_mod
 from ..model.layout import boxes_to_grid
-from ..train.losses import get_gan_losses
+from ..train.losses import get_gan_losses, l1_pixel_loss, bbox_pred_loss, mask_loss, predicate_pred_loss
 from ..data.common import Batch
 from ..train.config import TrainConfig
 
@@ -83,24 +83,25 @@ def published_algorithms():
         for (mod, name, _), fn in zip(_SWAPPED, saved): setattr(mod, name, fn)
 
 # %% ../../nbs/20a_published.ipynb #c38d84b3
-def published_train_step(nets, # `Nets`: model, d_obj, d_img (None when off)
-                         optims, # `Optims`: g, d_obj, d_img
+def published_train_step(nets, # `Nets`: the generator, and the discriminators d_obj and d_img where they are on
+                         optims, # `Optims`: their optimizers, by the same names
                          batch:Batch, cfg:TrainConfig) -> dict: # {loss name: float}
     "BASELINE ONLY: one iteration of the published training loop."
     g_loss_fn = get_gan_losses(cfg.gan_loss_type)[0]
-    model, d_obj, d_img, b, losses = nets.model, nets.d_obj, nets.d_img, batch, {}
+    d_obj, d_img = nets.discriminators.get('d_obj'), nets.discriminators.get('d_img')
+    model, b, losses = nets.model, batch, {}
     def add_loss(total, curr, name, weight):
         curr = curr * weight
         losses[name] = curr.item()
         return total + curr
     out = model(b.objs, b.triples, b.obj_to_img, boxes_gt=b.boxes, masks_gt=b.masks)
     total = torch.zeros(1).to(b.imgs)
-    total = add_loss(total, F.l1_loss(out.imgs, b.imgs), 'L1_pixel_loss', cfg.l1_pixel_loss_weight)
-    total = add_loss(total, F.mse_loss(out.boxes_pred, b.boxes), 'bbox_pred', cfg.bbox_pred_loss_weight)
+    total = add_loss(total, l1_pixel_loss(out.imgs, b.imgs), 'L1_pixel_loss', cfg.l1_pixel_loss_weight)
+    total = add_loss(total, bbox_pred_loss(out.boxes_pred, b.boxes), 'bbox_pred', cfg.bbox_pred_loss_weight)
     if cfg.predicate_pred_loss_weight > 0:
-        total = add_loss(total, F.cross_entropy(out.rel_scores, b.triples[:, 1]), 'predicate_pred', cfg.predicate_pred_loss_weight)
+        total = add_loss(total, predicate_pred_loss(out.rel_scores, b.triples[:, 1]), 'predicate_pred', cfg.predicate_pred_loss_weight)
     if cfg.mask_loss_weight > 0 and b.masks is not None and out.masks_pred is not None:
-        total = add_loss(total, F.binary_cross_entropy(out.masks_pred, b.masks.float()), 'mask_loss', cfg.mask_loss_weight)
+        total = add_loss(total, mask_loss(out.masks_pred, b.masks), 'mask_loss', cfg.mask_loss_weight)
     if d_obj is not None:
         scores_fake, ac_loss = d_obj(out.imgs, b.objs, b.boxes, b.obj_to_img)
         total = add_loss(total, ac_loss, 'ac_loss', cfg.ac_loss_weight)
@@ -109,25 +110,27 @@ def published_train_step(nets, # `Nets`: model, d_obj, d_img (None when off)
         total = add_loss(total, g_loss_fn(d_img(out.imgs)), 'g_gan_img_loss', cfg.discriminator_loss_weight * cfg.d_img_weight)
     losses['total_loss'] = total.item()
     if not math.isfinite(losses['total_loss']): return losses
-    optims.g.zero_grad(); total.backward(); optims.g.step()
+    optims.model.zero_grad(); total.backward(); optims.model.step()
     _published_discriminator_updates(nets, optims, b, cfg, out.imgs.detach(), losses)
     return losses
 
 # %% ../../nbs/20a_published.ipynb #3e9c80a6
 def _published_discriminator_updates(nets, optims, b:Batch, cfg:TrainConfig, fake, losses:dict):
-    d_loss_fn, d_obj, d_img = get_gan_losses(cfg.gan_loss_type)[1], nets.d_obj, nets.d_img
+    d_loss_fn, d_obj, d_img = get_gan_losses(cfg.gan_loss_type)[1], nets.discriminators.get('d_obj'), nets.discriminators.get('d_img')
     if d_obj is not None:
         scores_fake, ac_fake = d_obj(fake, b.objs, b.boxes, b.obj_to_img)
         scores_real, ac_real = d_obj(b.imgs, b.objs, b.boxes, b.obj_to_img)
         d_gan = d_loss_fn(scores_real, scores_fake)
         losses.update(d_obj_gan_loss=d_gan.item(), d_ac_loss_real=ac_real.item(), d_ac_loss_fake=ac_fake.item())
-        optims.d_obj.zero_grad(); (d_gan + ac_real + ac_fake).backward(); optims.d_obj.step()
+        opt = optims.discriminators['d_obj']
+        opt.zero_grad(); (d_gan + ac_real + ac_fake).backward(); opt.step()
     if d_img is not None:
         scores_fake = d_img(fake)
         scores_real = d_img(b.imgs)
         d_gan = d_loss_fn(scores_real, scores_fake)
         losses['d_img_gan_loss'] = d_gan.item()
-        optims.d_img.zero_grad(); d_gan.backward(); optims.d_img.step()
+        opt = optims.discriminators['d_img']
+        opt.zero_grad(); d_gan.backward(); opt.step()
 
 # %% ../../nbs/20a_published.ipynb #40ef3f39
 def published_networks(m:nn.Module|None) -> nn.Module|None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse, dataclasses, math
 from dataclasses import dataclass, fields
 from typing import Optional
-from ..cli import UserError, get_device
+from ..cli import UserError, get_device, check_int
+from ..model.layers import get_activation, ACTIVATION_NAMES, NORMALIZATION_NAMES
 from ..precision import AMP_CHOICES, resolve_amp
 
 # %% auto #0
-__all__ = ['VG_DIR', 'COCO_DIR', 'PRESETS', 'CHOICES', 'MAX_IMAGE_SIDE', 'TrainConfig', 'smallest_input', 'validate_config',
-           'make_config', 'config_parser', 'parse_config', 'model_kwargs', 'd_obj_kwargs', 'd_img_kwargs',
+__all__ = ['VG_DIR', 'COCO_DIR', 'SHAPES64_MODEL_KWARGS', 'PRESETS', 'CHOICES', 'MAX_IMAGE_SIDE', 'EXIT_STATUSES', 'TrainConfig',
+           'smallest_input', 'validate_config', 'make_config', 'config_parser', 'parse_config', 'model_kwargs',
            'config_to_args', 'config_from_args']
 
 # %% ../../nbs/20_train_config.ipynb #8ac5b92d
@@ -107,6 +108,8 @@ class TrainConfig(_DiscriminatorFlags):
     recompute_crn: int = 0                   # the last K refinement modules run again in backward (less memory, slower)
     seed: int = 0
     sync_bn: bool = False                    # multi-GPU: SyncBatchNorm instead of per-process statistics
+    overwrite: bool = False                  # start again over the run already in --output_dir (its files are deleted)
+    max_nonfinite_steps: int = 20            # stop a run whose loss is not finite this many iterations in a row
     shapes_dir: str = '~/.cache/sg2im_nb/data/shapes'
     preset: Optional[str] = None
 
@@ -124,16 +127,22 @@ def _pair(v):
     return v * 2 if len(v) == 1 else v
 
 # %% ../../nbs/20_train_config.ipynb #6afa25bc
+SHAPES64_MODEL_KWARGS = dict(image_size=(64, 64), embedding_dim=64, gconv_dim=64, gconv_hidden_dim=128, gconv_num_layers=3,
+                             refinement_dims=(256, 128, 64, 32, 16), mask_size=16, layout_noise_dim=32,
+                             normalization='batch', activation='leakyrelu-0.2', mlp_normalization='none')
+
+def _as_flags(kwargs:dict) -> dict:
+    "Generator kwargs as flags (the kwarg `refinement_dims` is the flag `refinement_network_dims`)."
+    return {('refinement_network_dims' if k == 'refinement_dims' else k): v for k, v in kwargs.items()}
+
 _TINY_D = 'C4-16-2,C4-32-2'
 PRESETS = {
     'tiny': dict(dataset='shapes', image_size=(32, 32), batch_size=4, num_iterations=20, mask_size=8, embedding_dim=16,
                  gconv_dim=16, gconv_hidden_dim=32, gconv_num_layers=2, refinement_network_dims=(32, 16, 8),
                  layout_noise_dim=4, mask_loss_weight=0.1, d_obj_arch=_TINY_D, d_img_arch=_TINY_D, crop_size=16,
                  num_val_samples=8, loader_num_workers=0, print_every=5, checkpoint_every=10),
-    'shapes64': dict(dataset='shapes', image_size=(64, 64), embedding_dim=64, gconv_dim=64, gconv_hidden_dim=128,
-                     gconv_num_layers=3, refinement_network_dims=(256, 128, 64, 32, 16), mask_size=16, layout_noise_dim=32,
-                     mask_loss_weight=0.1, num_iterations=100000, eval_mode_after=50000, checkpoint_every=5000,
-                     num_val_samples=256),
+    'shapes64': dict(dataset='shapes', **_as_flags(SHAPES64_MODEL_KWARGS), mask_loss_weight=0.1, num_iterations=100000,
+                     eval_mode_after=50000, checkpoint_every=5000, num_val_samples=256),
     'coco64': dict(dataset='coco', image_size=(64, 64)),
     'vg64': dict(dataset='vg', image_size=(64, 64)),
     'vg128': dict(dataset='vg', image_size=(128, 128)),
@@ -141,16 +150,12 @@ PRESETS = {
 
 # %% ../../nbs/20_train_config.ipynb #64847624
 CHOICES = {'dataset': ('coco', 'vg', 'shapes'), 'gan_loss_type': ('gan', 'lsgan', 'wgan'), 'amp': AMP_CHOICES,
-           'normalization': ('batch', 'instance', 'none'), 'd_normalization': ('batch', 'instance', 'none'),
+           'normalization': NORMALIZATION_NAMES, 'd_normalization': NORMALIZATION_NAMES,
            'mlp_normalization': ('batch', 'none'), 'd_padding': ('same', 'valid')}
 
 def _check_activation(name, v):
-    ok = v in ('relu', 'leakyrelu') or (v.startswith('leakyrelu-') and _is_float(v[len('leakyrelu-'):]))
-    if not ok: raise UserError(f'--{name} {v!r} is not an activation; use relu, leakyrelu or leakyrelu-<slope> (e.g. leakyrelu-0.2)')
-
-def _is_float(s):
-    try: float(s); return True
-    except ValueError: return False
+    try: get_activation(v)
+    except UserError: raise UserError(f'--{name} {v!r} is not an activation; use {", ".join(ACTIVATION_NAMES)} (e.g. leakyrelu-0.2)') from None
 
 def _check_choices(cfg:TrainConfig):
     for k, opts in CHOICES.items():
@@ -158,6 +163,8 @@ def _check_choices(cfg:TrainConfig):
     if cfg.preset is not None and cfg.preset not in PRESETS:
         raise UserError(f'--preset {cfg.preset!r} is not one of {", ".join(PRESETS)}')
     for k in ('activation', 'd_activation'): _check_activation(k, getattr(cfg, k))
+    if cfg.overwrite and cfg.restore_from_checkpoint:
+        raise UserError('--overwrite 1 starts again over a run, --restore_from_checkpoint 1 continues it; pass one of them')
     if not str(cfg.checkpoint_name) or '/' in str(cfg.checkpoint_name):
         raise UserError(f'--checkpoint_name must be a plain file name prefix, got {cfg.checkpoint_name!r}')
 
@@ -168,14 +175,17 @@ def _out_of_range(name:str, value, lo, hi=None, why:str='') -> UserError:
 
 _AT_LEAST = dict(batch_size=1, num_val_samples=1, print_every=1, checkpoint_every=1, embedding_dim=1, gconv_dim=1,
                  gconv_hidden_dim=1, num_iterations=0, loader_num_workers=0, gconv_num_layers=0, layout_noise_dim=0,
-                 eval_mode_after=-1, min_objects_per_image=0, seed=0)
+                 eval_mode_after=-1, min_objects_per_image=0, seed=0, max_nonfinite_steps=1)
+_INTS = (*_AT_LEAST, 'max_objects_per_image', 'mask_size', 'crop_size', 'recompute_crn')
 _WEIGHTS = ('mask_loss_weight', 'l1_pixel_loss_weight', 'bbox_pred_loss_weight', 'predicate_pred_loss_weight',
             'discriminator_loss_weight', 'd_obj_weight', 'ac_loss_weight', 'd_img_weight')
 
 def _check_numbers(cfg:TrainConfig):
+    for k in _INTS: check_int(getattr(cfg, k), f'--{k}')
     for k, lo in _AT_LEAST.items():
         if getattr(cfg, k) < lo: raise _out_of_range(k, getattr(cfg, k), lo)
-    if cfg.num_train_samples is not None and cfg.num_train_samples < 1: raise _out_of_range('num_train_samples', cfg.num_train_samples, 1)
+    if cfg.num_train_samples is not None and check_int(cfg.num_train_samples, '--num_train_samples') < 1:
+        raise _out_of_range('num_train_samples', cfg.num_train_samples, 1)
     if cfg.max_objects_per_image < max(cfg.min_objects_per_image, 1):
         raise _out_of_range('max_objects_per_image', cfg.max_objects_per_image, max(cfg.min_objects_per_image, 1), why=' (at least --min_objects_per_image)')
     if not (cfg.learning_rate > 0 and math.isfinite(cfg.learning_rate)):
@@ -279,9 +289,14 @@ _TYPES = {'image_size': _int_tuple, 'refinement_network_dims': _int_tuple, 'inst
 class _Parser(argparse.ArgumentParser):
     def error(self, message): raise UserError(message)
 
+EXIT_STATUSES = ('exit status: 0 trained to --num_iterations; 2 a bad flag or file, a folder that holds a run (resume it or '
+                 '--overwrite 1), or a run that diverged (one line each, "error: ..."); 130 stopped by Ctrl-C and 143 by '
+                 'SIGTERM, after saving the current iteration (resume with --restore_from_checkpoint 1).')
+
 def config_parser() -> argparse.ArgumentParser:
     "The `sg2im-train` argument parser (every `TrainConfig` field as `--name`, also spelled `--kebab-name`)."
-    p = _Parser(prog='sg2im-train', description='Train sg2im (published train.py flags).', argument_default=argparse.SUPPRESS)
+    p = _Parser(prog='sg2im-train', description='Train sg2im (published train.py flags).', argument_default=argparse.SUPPRESS,
+                epilog=EXIT_STATUSES)
     default = TrainConfig()
     for f in fields(TrainConfig):
         d = getattr(default, f.name)
@@ -305,17 +320,6 @@ def model_kwargs(cfg:TrainConfig, vocab:dict) -> dict:
             'normalization': cfg.normalization, 'activation': cfg.activation, 'mask_size': cfg.mask_size,
             'layout_noise_dim': cfg.layout_noise_dim}
 
-def d_obj_kwargs(cfg:TrainConfig, vocab:dict) -> dict:
-    "The published `AcCropDiscriminator` kwargs, or {} when the object discriminator is off."
-    if cfg.discriminator_loss_weight == 0 or cfg.d_obj_weight == 0: return {}
-    return {'vocab': vocab, 'arch': cfg.d_obj_arch, 'normalization': cfg.d_normalization,
-            'activation': cfg.d_activation, 'padding': cfg.d_padding, 'object_size': cfg.crop_size}
-
-def d_img_kwargs(cfg:TrainConfig) -> dict:
-    "The published `PatchDiscriminator` kwargs, or {} when the image discriminator is off."
-    if cfg.discriminator_loss_weight == 0 or cfg.d_img_weight == 0: return {}
-    return {'arch': cfg.d_img_arch, 'normalization': cfg.d_normalization, 'activation': cfg.d_activation,
-            'padding': cfg.d_padding}
 
 def config_to_args(cfg:TrainConfig) -> dict:
     "The checkpoint's `args` dict (published layout: flag name -> value)."

@@ -70,4 +70,4 @@ def compile_nets(nets, # `Nets` (sg2im_nb.train.step)
                 ):
     "The networks of `nets`, each compiled whole with `torch.compile`."
     kwargs = {'fullgraph': True, **kwargs}
-    return type(nets)(*(None if m is None else torch.compile(m, **kwargs) for m in (nets.model, nets.d_obj, nets.d_img)))
+    return nets.map(lambda m: torch.compile(m, **kwargs))

@@ -19,7 +19,7 @@ from ..data.common import Batch, to_uint8
 from ..eval.metrics import box_iou
 from .config import TrainConfig
 from .step import build_nets, build_optims, make_scaler, train_step
-from .run import make_loader
+from .data import make_loader
 from ..vis import image_grid
 
 # %% auto #0

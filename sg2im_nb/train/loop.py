@@ -6,7 +6,8 @@ Docs: https://sg2im-nb.github.io/sg2im_nb/train.html.md"""
 
 # %% ../../nbs/23_train.ipynb #ec1f5f55
 from __future__ import annotations
-import hashlib, json, math, os, sys, time
+import hashlib, json, os, signal, sys, time
+from dataclasses import dataclass
 from pathlib import Path
 import torch
 from torch import nn
@@ -14,16 +15,19 @@ from tqdm.auto import tqdm
 from ..cli import UserError, cli_errors, get_device, check_output_dir, CliParser
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..model.generator import Sg2ImModel
-from .config import TrainConfig, make_config, config_parser
-from .step import Nets, Optims, build_nets, build_optims, make_adam, train_step, check_model, make_scaler, use_channels_last
+from .config import TrainConfig, make_config, config_parser, config_to_args
+from .step import (Nets, Optims, build_nets, build_optims, make_adam, step_gradients, apply_updates,
+                                 read_losses, check_model, make_scaler, use_channels_last)
 from ..precision import resolve_amp
-from .run import (build_datasets, ResumableSampler, make_loader, new_checkpoint, split_checkpoint,
-                                  check_checkpoint_vocab, as_loaded, get_rng_state, set_rng_state, plot_losses, sample_sheet,
-                                  append_metrics, repair_metrics, _val_records, train_lock, check_counters, load_optim_state)
-from ..vis import save_png
+from .data import build_datasets, ResumableSampler, make_loader
+from .safety import (check_fresh_start, resume_changes, changes_note, check_finite_weights,
+                                   check_finite_validation, check_nonfinite_step, StopSignals, TrainingStopped)
+from .run import (new_checkpoint, check_checkpoint_vocab, get_rng_state, set_rng_state, append_metrics,
+                                repair_metrics, _val_records, train_lock, check_counters, load_optim_state, optim_key,
+                                write_side_files, repair_side_files)
 
 # %% auto #0
-__all__ = ['prepare', 'side_files', 'write_side_files', 'repair_side_files', 'train', 'main', 'setup_distributed']
+__all__ = ['RunState', 'prepare', 'train', 'main', 'setup_distributed']
 
 # %% ../../nbs/23_train.ipynb #f857310a
 def _load_state(module, state, what, path):
@@ -34,126 +38,133 @@ def _load_state(module, state, what, path):
     except (RuntimeError, ValueError, TypeError, KeyError, AttributeError) as e:
         raise UserError(f'{what} in {path} does not fit the flags ({" ".join(str(e).split())[:140]}); use the flags it was trained with') from None
 
+def _generator(cfg:TrainConfig, ckpt:dict, where) -> Sg2ImModel:
+    "The generator `ckpt` describes, with its weights, in training mode."
+    model = Sg2ImModel(**ckpt['model_kwargs']).train()
+    model.refinement_net.recompute = cfg.recompute_crn
+    if tuple(model.image_size) != tuple(cfg.image_size):
+        raise UserError(f'{where} makes {model.image_size} images but --image_size is {cfg.image_size}; make them equal')
+    _load_state(model, ckpt['model_state'], 'model_state', where)
+    return model
+
 def _starting_checkpoints(cfg:TrainConfig, vocab:dict, path:Path) -> tuple:
     "(restored checkpoint or None, --checkpoint_start_from checkpoint or None), both checked against the dataset's vocab."
-    restored = as_loaded(load_checkpoint(path)) if cfg.restore_from_checkpoint and path.is_file() else None
+    restored = load_checkpoint(path) if cfg.restore_from_checkpoint and path.is_file() else None
     start = None
     if restored is not None: check_checkpoint_vocab(restored, vocab, path)
     elif cfg.checkpoint_start_from is not None:
         start = load_checkpoint(cfg.checkpoint_start_from); check_checkpoint_vocab(start, vocab, cfg.checkpoint_start_from)
     return restored, start
 
-def _restore_training_state(cfg, restored:dict, optims:Optims, nets:Nets, rank:int, path) -> tuple:
-    "Load the optimizer states, counters and random state of a checkpoint being resumed; return (t, epoch, skip)."
-    t, epoch, skip = check_counters(restored, path)
-    for name, key in (('g', 'optim_state'), ('d_obj', 'd_obj_optim_state'), ('d_img', 'd_img_optim_state')):
-        if getattr(optims, name) is not None and restored.get(key) is not None: load_optim_state(getattr(optims, name), restored[key], key, path)
-    if 0 <= cfg.eval_mode_after <= t: nets.model.eval()
+def _restore_training_state(cfg:TrainConfig, restored:dict, run:RunState, rank:int) -> None:
+    "Load the optimizer and GradScaler states, counters and random state of the checkpoint `run` resumes."
+    path = run.checkpoint_path
+    run.t, run.epoch, run.batch_in_epoch = check_counters(restored, path)
+    for name, opt in run.optims.named().items():
+        if restored.get(optim_key(name)) is not None: load_optim_state(opt, restored[optim_key(name)], optim_key(name), path)
+    for opt in run.optims.named().values():
+        for group in opt.param_groups: group['lr'] = cfg.learning_rate  # the restored optimizers take --learning_rate too
+    if run.scaler is not None and restored.get('scaler_state'): run.scaler.load_state_dict(restored['scaler_state'])
+    if 0 <= cfg.eval_mode_after <= run.t: run.nets.model.eval()
     if rank == 0 and restored.get('rng_state') is not None:
         try: set_rng_state(restored['rng_state'])
         except (TypeError, ValueError, KeyError, IndexError, RuntimeError, AttributeError) as e:
             raise UserError(f'rng_state in {path} is damaged ({str(e)[:80]}); the run cannot continue where it stopped') from None
-    return t, epoch, skip
 
 # %% ../../nbs/23_train.ipynb #d47efb32
-def prepare(cfg:TrainConfig, rank:int=0, world:int=1, device='cpu') -> dict:
+@dataclass
+class RunState:
+    "A training run between two iterations: what `prepare` makes and the loop advances."
+    vocab: dict
+    train_data: object        # the training dataset
+    val_data: object          # the validation dataset
+    nets: Nets                # the networks, unwrapped (the loop wraps them for torchrun and --compile)
+    optims: Optims            # their optimizers, by the same names
+    checkpoint: dict          # the published checkpoint dict: histories, and the states of the last save
+    checkpoint_path: Path     # <output_dir>/<checkpoint_name>_with_model.pt
+    resumed: bool = False     # restored from `checkpoint_path`
+    t: int = 0                # iterations done
+    epoch: int = 0            # the epoch of the last batch (the first epoch is 1)
+    batch_in_epoch: int = 0   # batches of `epoch` done
+    scaler: object = None     # the GradScaler of --amp fp16
+    saved_t: int|None = None  # the iteration of the checkpoint at `checkpoint_path` (None: none yet)
+    nonfinite_in_a_row: int = 0 # iterations skipped for a non-finite loss since the last finite one
+    notes: tuple = ()         # what to tell the user before the first step
+
+    @property
+    def saved(self) -> str|None:
+        "The checkpoint on disk, in words (None if there is none)."
+        return None if self.saved_t is None else f'{self.checkpoint_path} at t={self.saved_t}'
+
+def prepare(cfg:TrainConfig, rank:int=0, world:int=1, device='cpu') -> RunState:
     "Datasets, networks, optimizers, checkpoint dict and counters for `cfg` (restored or fresh)."
-    out_dir = Path(cfg.output_dir)
-    vocab, train_ds, val_ds = build_datasets(cfg)
-    path = out_dir / f'{cfg.checkpoint_name}_with_model.pt'
+    vocab, train_data, val_data = build_datasets(cfg)
+    path = Path(cfg.output_dir) / f'{cfg.checkpoint_name}_with_model.pt'
     restored, start = _starting_checkpoints(cfg, vocab, path)
+    changes = resume_changes(cfg, restored, vocab, path) if restored is not None else {}
     torch.manual_seed(cfg.seed)
     nets, kwargs = build_nets(cfg, vocab)
-    if start is not None:
-        nets.model = Sg2ImModel(**start['model_kwargs']).train()
-        nets.model.refinement_net.recompute = cfg.recompute_crn
-        if tuple(nets.model.image_size) != tuple(cfg.image_size):
-            raise UserError(f'--checkpoint_start_from makes {nets.model.image_size} images but --image_size is {cfg.image_size}; make them equal')
-        _load_state(nets.model, start['model_state'], 'model_state', cfg.checkpoint_start_from)
-        use_channels_last(nets)  # like the networks `build_nets` made
-        kwargs = (start['model_kwargs'],) + kwargs[1:]
-    ck = restored if restored is not None else new_checkpoint(cfg, vocab, kwargs)
+    source, where = (restored, path) if restored is not None else (start, f'--checkpoint_start_from {cfg.checkpoint_start_from}')
+    if source is not None:  # the generator continues that of a checkpoint
+        nets = use_channels_last(Nets(_generator(cfg, source, where), nets.discriminators))  # like those `build_nets` makes
+        kwargs = {**kwargs, 'model_kwargs': source['model_kwargs']}
     if restored is not None:
-        for name in ('model', 'd_obj', 'd_img'): _load_state(getattr(nets, name), restored.get(f'{name}_state'), f'{name}_state', path)
-    if cfg.sync_bn: nets = Nets(*(nn.SyncBatchNorm.convert_sync_batchnorm(m) if m is not None else None for m in (nets.model, nets.d_obj, nets.d_img)))
-    nets = Nets(*(m.to(device) if m is not None else None for m in (nets.model, nets.d_obj, nets.d_img)))
-    optims = build_optims(nets, cfg.learning_rate)
-    t, epoch, skip = (0, 0, 0) if restored is None else _restore_training_state(cfg, restored, optims, nets, rank, path)
-    if rank > 0: torch.manual_seed(cfg.seed + 1000 * rank + t)
-    return dict(vocab=vocab, train_ds=train_ds, val_ds=val_ds, nets=nets, optims=optims, ckpt=ck, t=t, epoch=epoch,
-                skip=skip, restored=restored is not None, path=path)
+        for name, net in nets.discriminators.items(): _load_state(net, restored.get(f'{name}_state'), f'{name}_state', path)
+    if cfg.sync_bn: nets = nets.map(nn.SyncBatchNorm.convert_sync_batchnorm)
+    nets = nets.map(lambda m: m.to(device))
+    run = RunState(vocab, train_data, val_data, nets, build_optims(nets, cfg.learning_rate),
+                   restored if restored is not None else new_checkpoint(cfg, vocab, kwargs), path,
+                   resumed=restored is not None, scaler=make_scaler(device, cfg.amp))
+    if restored is not None:
+        _restore_training_state(cfg, restored, run, rank)
+        run.saved_t, run.checkpoint['args'] = run.t, config_to_args(cfg)  # the flags in use from here on
+        if changes:
+            run.checkpoint['flag_changes'] = [*run.checkpoint.get('flag_changes', []), {'t': run.t, 'flags': changes}]
+            run.notes = (changes_note(changes, run.t),)
+    if rank > 0: torch.manual_seed(cfg.seed + 1000 * rank + run.t)
+    return run
 
 # %% ../../nbs/23_train.ipynb #7b20b363
-def _add_validation(ck:dict, tr, va, t:int) -> None:
-    "Append one checkpoint's validation results (train and val `check_model` outputs) to the histories of `ck`."
-    ck['train_batch_data'].append(tr.batch_data); ck['train_samples'].append(tr.samples); ck['train_iou'].append(tr.avg_iou)
-    ck['checkpoint_ts'].append(t)
-    ck['val_batch_data'].append(va.batch_data); ck['val_samples'].append(va.samples); ck['val_iou'].append(va.avg_iou)
-    for k, v in va.losses.items(): ck['val_losses'][k].append(v)
+def _add_validation(ckpt:dict, on_train, on_val, t:int) -> None:
+    "Append one checkpoint's validation results (`check_model` on training and validation images) to the histories of `ckpt`."
+    ckpt['train_batch_data'].append(on_train.batch_data); ckpt['train_samples'].append(on_train.samples)
+    ckpt['train_iou'].append(on_train.avg_iou)
+    ckpt['checkpoint_ts'].append(t)
+    ckpt['val_batch_data'].append(on_val.batch_data); ckpt['val_samples'].append(on_val.samples); ckpt['val_iou'].append(on_val.avg_iou)
+    for k, v in on_val.losses.items(): ckpt['val_losses'][k].append(v)
 
-def _add_states(ck:dict, raw:Nets, optims:Optims, scaler, t:int, epoch:int, batch_in_epoch:int) -> None:
-    "Store the networks, optimizers, counters and random state in `ck`."
-    ck['model_state'], ck['optim_state'] = raw.model.state_dict(), optims.g.state_dict()
-    for name in ('d_obj', 'd_img'):
-        if getattr(raw, name) is not None:
-            ck[f'{name}_state'], ck[f'{name}_optim_state'] = getattr(raw, name).state_dict(), getattr(optims, name).state_dict()
-    ck['counters'], ck['resume'] = {'t': t, 'epoch': epoch}, {'batch_in_epoch': batch_in_epoch}
-    ck['rng_state'] = get_rng_state()
-    ck['scaler_state'] = scaler.state_dict() if scaler is not None else None
-
-def side_files(cfg:TrainConfig) -> dict:
-    "The files written after `<name>_with_model.pt` at every checkpoint, by kind."
-    out, n = Path(cfg.output_dir), cfg.checkpoint_name
-    return {'no_model': out / f'{n}_no_model.pt', 'losses': out / f'{n}_losses.png',
-            'train': out / f'{n}_train_samples.png', 'val': out / f'{n}_val_samples.png'}
-
-# %% ../../nbs/23_train.ipynb #0f417753
-def write_side_files(cfg:TrainConfig, ck:dict, vocab:dict, which=('no_model', 'losses', 'train', 'val')) -> list:
-    "Write the side files `which` of the last checkpoint in `ck`; return their paths."
-    files, image_idx = side_files(cfg), vocab['object_name_to_idx'].get('__image__', 0)
-    for k in which:
-        if k == 'no_model': save_checkpoint(split_checkpoint(ck), files[k])
-        elif k == 'losses': plot_losses(ck, files[k])
-        else: save_png(sample_sheet(ck[f'{k}_samples'][-1], ck[f'{k}_batch_data'][-1], image_idx=image_idx), files[k])
-    return [files[k] for k in which]
-
-def _behind(p:Path, ref:Path, t:int) -> bool:
-    if not p.is_file() or p.stat().st_mtime_ns < ref.stat().st_mtime_ns: return True
-    if p.suffix != '.pt': return False
-    try: return (load_checkpoint(p, generator=False).get('counters') or {}).get('t') != t
-    except UserError: return True
-
-def repair_side_files(cfg:TrainConfig, ck:dict, vocab:dict, t:int) -> list:
-    "Rewrite the side files of the restored checkpoint that are missing or behind it; return the notes (random state kept)."
-    if not ck.get('checkpoint_ts'): return []
-    ref, rng = Path(cfg.output_dir) / f'{cfg.checkpoint_name}_with_model.pt', get_rng_state()
-    stale = [k for k, p in side_files(cfg).items() if _behind(p, ref, t)]
-    written = write_side_files(cfg, ck, vocab, stale)
-    set_rng_state(rng)  # repairing must not change what the resumed run draws
-    return [f'rewrote {", ".join(p.name for p in written)} (missing or older than {ref.name})'] if written else []
+def _add_states(run:RunState) -> None:
+    "Store the networks, optimizers, counters and random state of `run` in its checkpoint dict."
+    ckpt = run.checkpoint
+    for name, net in run.nets.named().items(): ckpt[f'{name}_state'] = net.state_dict()
+    for name, opt in run.optims.named().items(): ckpt[optim_key(name)] = opt.state_dict()
+    ckpt['counters'], ckpt['resume'] = {'t': run.t, 'epoch': run.epoch}, {'batch_in_epoch': run.batch_in_epoch}
+    ckpt['rng_state'] = get_rng_state()
+    ckpt['scaler_state'] = run.scaler.state_dict() if run.scaler is not None else None
 
 # %% ../../nbs/23_train.ipynb #eb58f4e0
 def _params_digest(nets:Nets) -> dict:
     out = {}
-    for name in ('model', 'd_obj', 'd_img'):
-        m = getattr(nets, name)
-        if m is None: continue
+    for name, m in nets.named().items():
         flat = torch.cat([p.detach().float().flatten().cpu() for p in m.parameters()])
         out[name] = {'sha256': hashlib.sha256(flat.numpy().tobytes()).hexdigest(), 'sum': float(flat.double().sum())}
     return out
 
-def _write_checkpoint(cfg, st, raw, optims, scaler, t, epoch, batch_in_epoch, rank, device):
-    loader = lambda ds, shuffle: make_loader(ds, cfg, shuffle=shuffle, seed=cfg.seed + t)
-    tr = check_model(cfg, raw.model, loader(st['train_ds'], True), device)
-    va = check_model(cfg, raw.model, loader(st['val_ds'], cfg.shuffle_val), device)
+def _write_checkpoint(cfg:TrainConfig, run:RunState, rank:int, device):
+    "Validate (all ranks), then save `run` and its side files (rank 0); the validation result, or None on other ranks."
+    check_finite_weights(cfg, run.nets.named(), run.t, run.saved)  # never save NaN or Inf
+    loader = lambda data, shuffle: make_loader(data, cfg, shuffle=shuffle, seed=cfg.seed + run.t)
+    on_train = check_model(cfg, run.nets.model, loader(run.train_data, True), device)
+    on_val = check_model(cfg, run.nets.model, loader(run.val_data, cfg.shuffle_val), device)
+    check_finite_validation(cfg, [on_train, on_val], run.t, run.saved)
+    run.saved_t = run.t
     if rank != 0: return None
-    ck = st['ckpt']
-    _add_validation(ck, tr, va, t)
-    _add_states(ck, raw, optims, scaler, t, epoch, batch_in_epoch)
-    save_checkpoint(ck, Path(cfg.output_dir) / f'{cfg.checkpoint_name}_with_model.pt')
-    write_side_files(cfg, ck, st['vocab'])
-    append_metrics(Path(cfg.output_dir) / 'metrics.jsonl', _val_records(ck)[-1])
-    return va
+    _add_validation(run.checkpoint, on_train, on_val, run.t)
+    _add_states(run)
+    save_checkpoint(run.checkpoint, run.checkpoint_path)
+    write_side_files(cfg, run.checkpoint, run.vocab)
+    append_metrics(Path(cfg.output_dir) / 'metrics.jsonl', _val_records(run.checkpoint)[-1])
+    return on_val
 
 # %% ../../nbs/23_train.ipynb #7dcfc867
 def train(cfg:TrainConfig,       # a validated config (`make_config` / `parse_config`)
@@ -162,75 +173,110 @@ def train(cfg:TrainConfig,       # a validated config (`make_config` / `parse_co
     "Train as the published train.py does; return the last checkpoint dict (rank 0; None on other ranks)."
     rank, world, device = setup_distributed(cfg)
     try:
-        if rank > 0: return _train(cfg, rank, world, device, progress)
-        out = check_output_dir(cfg.output_dir)
-        made = not out.exists()
-        out.mkdir(parents=True, exist_ok=True)
-        try:
-            with train_lock(out): return _train(cfg, rank, world, device, progress)
-        except BaseException:
-            if made and not any(out.iterdir()): out.rmdir()  # stopped before writing anything: leave no empty folder
-            raise
+        with StopSignals() as stop:
+            if rank > 0:
+                check_fresh_start(cfg)
+                return _train(cfg, rank, world, device, progress, stop)
+            out = check_output_dir(cfg.output_dir)
+            made = not out.exists()
+            out.mkdir(parents=True, exist_ok=True)
+            try:
+                with train_lock(out):
+                    _start_over(cfg)
+                    return _train(cfg, rank, world, device, progress, stop)
+            except BaseException:
+                if made and not any(out.iterdir()): out.rmdir()  # stopped before writing anything: leave no empty folder
+                raise
     finally:
         if world > 1 and torch.distributed.is_initialized(): torch.distributed.destroy_process_group()
 
-def _start(cfg, st, t, epoch) -> None:
+def _start_over(cfg:TrainConfig) -> None:
+    "Rank 0, holding the lock: refuse a folder that holds a run, or (--overwrite 1) delete that run's files, saying so."
+    old = check_fresh_start(cfg)
+    for p in old: p.unlink()
+    if old: print(f'note: --overwrite 1: deleted the run that was in {cfg.output_dir} ({", ".join(p.name for p in old)})',
+                  file=sys.stderr, flush=True)
+
+def _start(cfg:TrainConfig, run:RunState) -> None:
     "Rank 0, before the first step: clean temporaries of killed writes, repair metrics and side files, say where we are."
     out = Path(cfg.output_dir)
     for pat in (f'.{cfg.checkpoint_name}_*.tmp', '.metrics.jsonl.*.tmp'):  # left by a killed write (see `atomic_write`)
         for p in out.glob(pat): p.unlink(missing_ok=True)
-    notes = repair_metrics(out / 'metrics.jsonl', t, st['ckpt'] if st['restored'] else None)
-    if st['restored']: notes += repair_side_files(cfg, st['ckpt'], st['vocab'], t)
-    for n in notes: print(f'note: {n}', file=sys.stderr, flush=True)
-    if st['restored']: print(f'restored {st["path"]} at t={t} (epoch {epoch})', flush=True)
+    notes = repair_metrics(out / 'metrics.jsonl', run.t, run.checkpoint if run.resumed else None)
+    if run.resumed: notes += repair_side_files(cfg, run.checkpoint, run.vocab, run.t)
+    for n in [*notes, *run.notes]: print(f'note: {n}', file=sys.stderr, flush=True)
+    if run.resumed: print(f'restored {run.checkpoint_path} at t={run.t} (epoch {run.epoch})', flush=True)
 
 # %% ../../nbs/23_train.ipynb #246482c6
-def _log(ck:dict, out:Path, t:int, epoch:int, losses:dict, sec_per_it:float, bar) -> None:
-    ck['losses_ts'].append(t)
-    for k, v in losses.items(): (ck['d_losses'] if k.startswith('d_') else ck['losses'])[k].append(v)
+def _log(ckpt:dict, out:Path, t:int, epoch:int, losses:dict, sec_per_it:float, bar) -> None:
+    ckpt['losses_ts'].append(t)
+    for k, v in losses.items(): (ckpt['d_losses'] if k.startswith('d_') else ckpt['losses'])[k].append(v)
     append_metrics(out / 'metrics.jsonl', {'t': t, 'epoch': epoch, 'kind': 'train', 'sec_per_it': sec_per_it, **losses})
-    bar.set_postfix({k: f'{losses[k]:.3g}' for k in ('total_loss', 'L1_pixel_loss', 'd_obj_gan_loss', 'd_img_gan_loss') if k in losses})
+    shown = ['total_loss', 'L1_pixel_loss'] + [k for k in losses if k.startswith('d_') and k.endswith('_gan_loss')]  # every discriminator's
+    bar.set_postfix({k: f'{losses[k]:.3g}' for k in shown if k in losses})
 
 # %% ../../nbs/23_train.ipynb #3bb6d4e6
-def _train(cfg, rank, world, device, progress):
-    st = prepare(cfg, rank, world, device)
-    raw, optims, ck, t, epoch, skip = st['nets'], st['optims'], st['ckpt'], st['t'], st['epoch'], st['skip']
-    out, scaler = Path(cfg.output_dir), make_scaler(device, cfg.amp)
-    if scaler is not None and ck.get('scaler_state'): scaler.load_state_dict(ck['scaler_state'])
+def _stop(cfg:TrainConfig, run:RunState, rank:int, signum:int):
+    "Save the iteration a signal stopped the run at (rank 0; atomically, as a periodic checkpoint); raise `TrainingStopped`."
+    name = 'Ctrl-C (SIGINT)' if signum == signal.SIGINT else signal.Signals(signum).name
+    if run.saved_t == run.t or run.t == 0:
+        said = f'the checkpoint {run.saved} is the latest' if run.saved_t is not None else 'nothing trained, nothing saved'
+        raise TrainingStopped(signum, f'stopped by {name} at t={run.t}: {said}', rank)
+    check_finite_weights(cfg, run.nets.named(), run.t, run.saved)
     if rank == 0:
-        _start(cfg, st, t, epoch)
+        _add_states(run)
+        save_checkpoint(run.checkpoint, run.checkpoint_path)
+        write_side_files(cfg, run.checkpoint, run.vocab, ('no_model', 'losses', 'train', 'val') if run.checkpoint['checkpoint_ts'] else ('no_model', 'losses'))
+    run.saved_t = run.t
+    raise TrainingStopped(signum, f'stopped by {name} at t={run.t}: saved {run.checkpoint_path}; continue with --restore_from_checkpoint 1', rank)
+
+# %% ../../nbs/23_train.ipynb #6558cc09
+def _train(cfg, rank, world, device, progress, stop:StopSignals):
+    run = prepare(cfg, rank, world, device)
+    out = Path(cfg.output_dir)
+    if rank == 0:
+        _start(cfg, run)
         print(f'precision: --amp {cfg.amp} runs {dict(none="float32", bf16="bfloat16 autocast", fp16="float16 autocast")[resolve_amp(cfg.amp, device)]} on {device}', flush=True)
-    nets = Nets(*(_wrap(m, cfg, world, device) for m in (raw.model, raw.d_obj, raw.d_img)))
-    sampler = ResumableSampler(st['train_ds'], cfg.batch_size, cfg.seed, rank, world)
-    bar = tqdm(total=cfg.num_iterations, initial=t, desc='sg2im-train', disable=rank != 0 or not progress, dynamic_ncols=True)
+    nets = run.nets.map(lambda m: _wrap(m, cfg, world, device))  # what the steps run
+    sampler = ResumableSampler(run.train_data, cfg.batch_size, cfg.seed, rank, world)
+    bar = tqdm(total=cfg.num_iterations, initial=run.t, desc='sg2im-train', disable=rank != 0 or not progress, dynamic_ncols=True)
+    signum = stop.agreed(world, device)
     try:
         tick = time.time()
-        while t < cfg.num_iterations:
-            if skip == 0 or skip >= sampler.batches_per_epoch: epoch, skip = epoch + 1, 0
-            sampler.set_epoch(epoch, skip)
-            if hasattr(st['train_ds'], 'set_epoch'): st['train_ds'].set_epoch(epoch)
-            for batch in make_loader(st['train_ds'], cfg, sampler=sampler, seed=cfg.seed + epoch, device=device):
-                skip += 1
-                if t == cfg.eval_mode_after:
-                    raw.model.eval(); optims.g = make_adam(raw.model, cfg.learning_rate)  # the published fresh Adam
-                t += 1
-                losses = train_step(nets, optims, batch.to(device, non_blocking=True), cfg, scaler)
+        while run.t < cfg.num_iterations and not signum:
+            if run.batch_in_epoch == 0 or run.batch_in_epoch >= sampler.batches_per_epoch: run.epoch, run.batch_in_epoch = run.epoch + 1, 0
+            sampler.set_epoch(run.epoch, run.batch_in_epoch)
+            if hasattr(run.train_data, 'set_epoch'): run.train_data.set_epoch(run.epoch)
+            for batch in stop.batches(make_loader(run.train_data, cfg, sampler=sampler, seed=cfg.seed + run.epoch, device=device)):
+                run.batch_in_epoch += 1
+                if run.t == cfg.eval_mode_after:
+                    run.nets.model.eval(); run.optims.model = make_adam(run.nets.model, cfg.learning_rate)  # the published fresh Adam
+                run.t += 1
+                step_losses, ok = step_gradients(nets, batch.to(device, non_blocking=True), cfg, run.scaler)
+                apply_updates(nets, run.optims, ok, cfg, run.scaler)
+                losses = read_losses(step_losses)
                 bar.update(1)
-                if not math.isfinite(losses['total_loss']):
-                    if rank == 0: tqdm.write(f'WARNING: t={t}: non-finite loss, step skipped')
-                elif t % cfg.print_every == 0 and rank == 0:
-                    now = time.time(); _log(ck, out, t, epoch, losses, (now - tick) / cfg.print_every, bar); tick = now
-                if t % cfg.checkpoint_every == 0 or t == cfg.num_iterations:
-                    va = _write_checkpoint(cfg, st, raw, optims, scaler, t, epoch, skip, rank, device)
-                    if va is not None: tqdm.write(f't={t}: val total_loss {va.losses["total_loss"]:.4f}, val box IoU {va.avg_iou:.3f}')
-                if t >= cfg.num_iterations: break
-            skip = skip if t >= cfg.num_iterations else 0
+                if not bool(ok):
+                    run.nonfinite_in_a_row += 1
+                    check_nonfinite_step(cfg, run.nets.named(), run.t, run.nonfinite_in_a_row, run.saved)
+                    if rank == 0: tqdm.write(f'WARNING: t={run.t}: non-finite loss, step skipped')
+                else:
+                    run.nonfinite_in_a_row = 0
+                    if run.t % cfg.print_every == 0 and rank == 0:
+                        now = time.time(); _log(run.checkpoint, out, run.t, run.epoch, losses, (now - tick) / cfg.print_every, bar); tick = now
+                if run.t % cfg.checkpoint_every == 0 or run.t == cfg.num_iterations:
+                    on_val = _write_checkpoint(cfg, run, rank, device)
+                    if on_val is not None: tqdm.write(f't={run.t}: val total_loss {on_val.losses["total_loss"]:.4f}, val box IoU {on_val.avg_iou:.3f}')
+                signum = stop.agreed(world, device)
+                if signum or run.t >= cfg.num_iterations: break
+            else: run.batch_in_epoch = 0  # the epoch is used up
     finally: bar.close()  # an error then starts on a line of its own
+    if signum: _stop(cfg, run, rank, signum)
     debug = os.environ.get('SG2IM_TRAIN_DEBUG_DIR')
     if debug:
         Path(debug).mkdir(parents=True, exist_ok=True)
-        (Path(debug) / f'params_rank{rank}.json').write_text(json.dumps({'t': t, 'world': world, **_params_digest(raw)}))
-    return ck if rank == 0 else None
+        (Path(debug) / f'params_rank{rank}.json').write_text(json.dumps({'t': run.t, 'world': world, **_params_digest(run.nets)}))
+    return run.checkpoint if rank == 0 else None
 
 # %% ../../nbs/23_train.ipynb #3c96e6f4
 def main(argv:list=None): # command-line arguments (default: sys.argv[1:])
@@ -239,7 +285,13 @@ def main(argv:list=None): # command-line arguments (default: sys.argv[1:])
         parser = config_parser()
         parser.__class__ = CliParser  # a flag argparse cannot read: one line naming `sg2im-train --help`, as in every command
         given = vars(parser.parse_args(argv))
-        train(make_config(given.pop('preset', None), **given))
+        try: train(make_config(given.pop('preset', None), **given))
+        except TrainingStopped as e:
+            if e.rank == 0: print(e, file=sys.stderr, flush=True)
+            raise SystemExit(e.exit_status) from None
+        except KeyboardInterrupt:  # a second Ctrl-C, or one before training began
+            print('stopped by Ctrl-C without saving this iteration; the last checkpoint is kept', file=sys.stderr, flush=True)
+            raise SystemExit(130) from None
 
 # %% ../../nbs/23_train.ipynb #a1aafb43
 def setup_distributed(cfg:TrainConfig) -> tuple:
@@ -255,7 +307,6 @@ def setup_distributed(cfg:TrainConfig) -> tuple:
     return dist.get_rank(), dist.get_world_size(), device
 
 def _wrap(m, cfg, world, device):
-    if m is None: return None
     if cfg.compile: m = torch.compile(m)
     if world > 1:
         m = nn.parallel.DistributedDataParallel(m, device_ids=[device.index] if device.type == 'cuda' else None,

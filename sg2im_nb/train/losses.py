@@ -13,7 +13,7 @@ from ..cli import UserError
 
 # %% auto #0
 __all__ = ['GAN_LOSSES', 'bce_loss', 'gan_g_loss', 'gan_d_loss', 'lsgan_g_loss', 'lsgan_d_loss', 'wgan_g_loss', 'wgan_d_loss',
-           'get_gan_losses']
+           'get_gan_losses', 'l1_pixel_loss', 'bbox_pred_loss', 'mask_loss', 'predicate_pred_loss']
 
 # %% ../../nbs/07_losses.ipynb #62997cd7
 def bce_loss(input:Tensor, # logits, any shape
@@ -73,3 +73,31 @@ def get_gan_losses(gan_type:str, # 'gan', 'lsgan' or 'wgan'
     if gan_type not in GAN_LOSSES:
         raise UserError(f"unknown gan_loss_type {gan_type!r}; use one of {', '.join(GAN_LOSSES)}")
     return GAN_LOSSES[gan_type]
+
+# %% ../../nbs/07_losses.ipynb #998acf3b
+def l1_pixel_loss(imgs_pred:Tensor, # (N, 3, H, W) generated images
+                  imgs:Tensor,      # (N, 3, H, W) real images
+                 ) -> Tensor:       # scalar: the mean absolute difference
+    "The published `L1_pixel_loss`, in float32."
+    return F.l1_loss(imgs_pred.float(), imgs.float())
+
+def bbox_pred_loss(boxes_pred:Tensor, # (O, 4) predicted boxes
+                   boxes:Tensor,      # (O, 4) true boxes
+                  ) -> Tensor:        # scalar: the mean squared difference
+    "The published `bbox_pred` loss, in float32."
+    return F.mse_loss(boxes_pred.float(), boxes.float())
+
+def mask_loss(masks_pred:Tensor, # (O, M, M) predicted mask probabilities
+              masks:Tensor,      # (O, M, M) true masks in [0, 1]
+             ) -> Tensor:        # scalar: the mean BCE; NaN (not an error) when a prediction is not finite
+    "The published `mask_loss`, in float32 with autocast off."
+    p = masks_pred.float()
+    with torch.autocast(device_type=p.device.type, enabled=False):
+        bce = F.binary_cross_entropy(p.nan_to_num(0.5).clamp(0, 1), masks.float())  # the same numbers for valid input
+    return torch.where(p.isfinite().all(), bce, torch.full_like(bce, float('nan')))  # decided on the device: no wait
+
+def predicate_pred_loss(rel_scores:Tensor, # (T, P) relation scores (logits)
+                        predicates:Tensor, # (T,) true predicate ids
+                       ) -> Tensor:        # scalar: the mean cross-entropy
+    "The published `predicate_pred` loss, in float32."
+    return F.cross_entropy(rel_scores.float(), predicates)

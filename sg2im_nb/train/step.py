@@ -8,17 +8,15 @@ Docs: https://sg2im-nb.github.io/sg2im_nb/train_step.html.md"""
 from __future__ import annotations
 import math
 from collections import defaultdict
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, field
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from ..cli import UserError
-from .config import TrainConfig, model_kwargs, d_obj_kwargs, d_img_kwargs
+from .config import TrainConfig, model_kwargs
+from .adversarial import DISCRIMINATORS
 from ..model.generator import Sg2ImModel
-from ..model.discriminators import AcCropDiscriminator, PatchDiscriminator
-from .losses import get_gan_losses
+from .losses import get_gan_losses, l1_pixel_loss, bbox_pred_loss, mask_loss, predicate_pred_loss
 from ..data.common import Batch, to_uint8
 from ..eval.metrics import box_iou
 from ..precision import autocast, resolve_amp
@@ -31,58 +29,66 @@ __all__ = ['Nets', 'Optims', 'unwrap', 'build_nets', 'use_channels_last', 'make_
 # %% ../../nbs/21_train_step.ipynb #c1327a09
 @dataclass
 class Nets:
-    "The generator and the two discriminators (None when switched off)."
-    model: nn.Module
-    d_obj: Optional[nn.Module] = None
-    d_img: Optional[nn.Module] = None
+    "The generator and the discriminators that are on, by name (in the order of `DISCRIMINATORS`)."
+    model: nn.Module                                  # the generator (`Sg2ImModel`)
+    discriminators: dict = field(default_factory=dict) # {name: nn.Module}, e.g. {'d_obj': ..., 'd_img': ...}
+    def named(self) -> dict:
+        "Every network by name: 'model' first, then the discriminators."
+        return {'model': self.model, **self.discriminators}
+    def map(self, fn) -> Nets:
+        "A `Nets` of `fn(network)` for every network."
+        return Nets(fn(self.model), {k: fn(d) for k, d in self.discriminators.items()})
 
 @dataclass
 class Optims:
-    "One Adam per network."
-    g: torch.optim.Optimizer
-    d_obj: Optional[torch.optim.Optimizer] = None
-    d_img: Optional[torch.optim.Optimizer] = None
+    "One optimizer per network of a `Nets`, under the same names."
+    model: torch.optim.Optimizer
+    discriminators: dict = field(default_factory=dict) # {name: optimizer}
+    def named(self) -> dict:
+        "Every optimizer by name: 'model' first, then the discriminators'."
+        return {'model': self.model, **self.discriminators}
 
 def unwrap(m:nn.Module) -> nn.Module:
     "The module inside a DistributedDataParallel wrapper (or `m` itself)."
     return m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m
 
-def _build(what, cls, kwargs):
-    try: return cls(**kwargs)
+def _build(spec, kwargs:dict) -> nn.Module:
+    try: return spec.build(kwargs)
     except UserError: raise
     except (ValueError, KeyError, AssertionError, IndexError, RuntimeError) as e:
-        raise UserError(f'cannot build the {what} from the flags ({" ".join(str(e).split())[:160]}); check --{what}_arch and the d_* flags') from None
+        raise UserError(f'cannot build the {spec.name} from the flags ({" ".join(str(e).split())[:160]}); check --{spec.name}_arch and the d_* flags') from None
 
 # %% ../../nbs/21_train_step.ipynb #f036dd26
 def build_nets(cfg:TrainConfig, vocab:dict, device='cpu',
                channels_last:bool=True, # store the convolutions channels_last where that is faster (`use_channels_last`)
-              ) -> tuple:
-    "(Nets, (model_kwargs, d_obj_kwargs, d_img_kwargs)) for `cfg`, in training mode on `device`."
-    mk, ok, ik = model_kwargs(cfg, vocab), d_obj_kwargs(cfg, vocab), d_img_kwargs(cfg)
-    model = Sg2ImModel(**mk)
-    d_obj = _build('d_obj', AcCropDiscriminator, ok) if ok else None
-    d_img = _build('d_img', PatchDiscriminator, ik) if ik else None
+              ) -> tuple: # (Nets, {checkpoint key: kwargs}): 'model_kwargs' and '<name>_kwargs' of every discriminator
+    "The networks for `cfg` in training mode on `device`, and the kwargs each was built from ({} for one switched off)."
+    kwargs = {'model_kwargs': model_kwargs(cfg, vocab)}
+    model, discriminators = Sg2ImModel(**kwargs['model_kwargs']), {}
     model.refinement_net.recompute = cfg.recompute_crn
-    nets = Nets(*(m.to(device).train() if m is not None else None for m in (model, d_obj, d_img)))
-    return (use_channels_last(nets, cfg) if channels_last else nets), (mk, ok, ik)
+    for name, spec in DISCRIMINATORS.items():
+        kwargs[f'{name}_kwargs'] = kw = spec.kwargs(cfg, vocab)
+        if kw: discriminators[name] = _build(spec, kw)
+    nets = Nets(model, discriminators).map(lambda m: m.to(device).train())
+    return (use_channels_last(nets) if channels_last else nets), kwargs
 
-def use_channels_last(nets:Nets, cfg:TrainConfig=None) -> Nets:
-    "Store the convolutions of the refinement network and of both discriminators channels_last (see `04_crn`)."
+def use_channels_last(nets:Nets) -> Nets:
+    "Store the convolutions of the refinement network and of the discriminators channels_last (see `04_crn`)."
     unwrap(nets.model).refinement_net.to(memory_format=torch.channels_last)
-    for d in (nets.d_obj, nets.d_img):
-        if d is not None: d.to(memory_format=torch.channels_last)
+    for d in nets.discriminators.values(): d.to(memory_format=torch.channels_last)
     return nets
 
-def make_adam(m:nn.Module|None, lr:float) -> torch.optim.Adam|None:
-    "A fresh Adam (published defaults, learning rate `lr`) over the parameters of `m` (None for None)."
-    if m is None: return None
+def make_adam(m:nn.Module, lr:float) -> torch.optim.Adam:
+    "A fresh Adam (published defaults, learning rate `lr`) over the parameters of `m`."
     params = list(m.parameters())
     fused = all(p.device.type in ('cpu', 'cuda') and p.dtype.is_floating_point for p in params)
     return torch.optim.Adam(params, lr=lr, fused=fused)  # fused: one kernel for all parameters, same update rule
 
-def build_optims(nets:Nets, lr:float) -> Optims:
-    "A fresh Adam for each network."
-    return Optims(make_adam(nets.model, lr), make_adam(nets.d_obj, lr), make_adam(nets.d_img, lr))
+def build_optims(nets:Nets, lr:float,
+                 make=make_adam, # (network, lr) -> optimizer
+                ) -> Optims:
+    "A fresh optimizer (`make_adam` unless told) for each network."
+    return Optims(make(nets.model, lr), {k: make(d, lr) for k, d in nets.discriminators.items()})
 
 # %% ../../nbs/21_train_step.ipynb #55f572d4
 def make_scaler(device, amp:str='none'):
@@ -97,14 +103,12 @@ def generator_losses(cfg:TrainConfig, batch:Batch, out) -> tuple:
         losses[name] = loss = loss * weight
         return total + loss
     total = torch.zeros(1, device=batch.imgs.device)
-    total = add(total, F.l1_loss(out.imgs.float(), batch.imgs.float()), 'L1_pixel_loss', cfg.l1_pixel_loss_weight)
-    total = add(total, F.mse_loss(out.boxes_pred.float(), batch.boxes.float()), 'bbox_pred', cfg.bbox_pred_loss_weight)
+    total = add(total, l1_pixel_loss(out.imgs, batch.imgs), 'L1_pixel_loss', cfg.l1_pixel_loss_weight)
+    total = add(total, bbox_pred_loss(out.boxes_pred, batch.boxes), 'bbox_pred', cfg.bbox_pred_loss_weight)
     if cfg.predicate_pred_loss_weight > 0:
-        total = add(total, F.cross_entropy(out.rel_scores.float(), batch.triples[:, 1]), 'predicate_pred', cfg.predicate_pred_loss_weight)
+        total = add(total, predicate_pred_loss(out.rel_scores, batch.triples[:, 1]), 'predicate_pred', cfg.predicate_pred_loss_weight)
     if cfg.mask_loss_weight > 0 and batch.masks is not None and out.masks_pred is not None:
-        with torch.autocast(device_type=batch.imgs.device.type, enabled=False):
-            bce = F.binary_cross_entropy(out.masks_pred.float(), batch.masks.float())
-        total = add(total, bce, 'mask_loss', cfg.mask_loss_weight)
+        total = add(total, mask_loss(out.masks_pred, batch.masks), 'mask_loss', cfg.mask_loss_weight)
     return total, losses
 
 # %% ../../nbs/21_train_step.ipynb #04feabc5
@@ -118,17 +122,14 @@ def _no_donated_buffers():
     return torch._functorch.config.patch(donated_buffer=False)
 
 def _adversarial(nets:Nets, batch:Batch, cfg:TrainConfig, fake, losses:dict, total) -> tuple:
-    "The discriminators' scores of the generated images `fake`, and `total` plus the generator's GAN losses."
-    g_loss_fn, scores = get_gan_losses(cfg.gan_loss_type)[0], {}
-    if nets.d_obj is not None:
-        scores['obj'] = s, ac = nets.d_obj(fake, batch.objs, batch.boxes, batch.obj_to_img)
-        losses['ac_loss'] = a = ac.float() * cfg.ac_loss_weight
-        losses['g_gan_obj_loss'] = g = g_loss_fn(s.float()) * (cfg.discriminator_loss_weight * cfg.d_obj_weight)
-        total = total + a + g
-    if nets.d_img is not None:
-        scores['img'] = s = nets.d_img(fake)
-        losses['g_gan_img_loss'] = g = g_loss_fn(s.float()) * (cfg.discriminator_loss_weight * cfg.d_img_weight)
-        total = total + g
+    "The discriminators' scores of the generated images `fake` (by name), and `total` plus the losses they add."
+    g_loss, scores = get_gan_losses(cfg.gan_loss_type)[0], {}
+    for name, d in nets.discriminators.items():
+        spec = DISCRIMINATORS[name]
+        scores[name] = spec.score(d, fake, batch)
+        for k, loss in spec.generator_losses(scores[name], cfg, g_loss).items():
+            losses[k] = loss
+            total = total + loss
     return scores, total
 
 def _generator_backward(loss, imgs, fake, params:list, scaler=None):
@@ -140,16 +141,14 @@ def _generator_backward(loss, imgs, fake, params:list, scaler=None):
 
 # %% ../../nbs/21_train_step.ipynb #ac277a76
 def _discriminator_losses(nets:Nets, batch:Batch, cfg:TrainConfig, scores:dict, losses:dict) -> list: # [(loss, net)]
-    d_loss_fn, out = get_gan_losses(cfg.gan_loss_type)[1], []
-    if nets.d_obj is not None:
-        s_real, ac_real = nets.d_obj(batch.imgs, batch.objs, batch.boxes, batch.obj_to_img)
-        s_fake, ac_fake = scores['obj']
-        gan = d_loss_fn(s_real.float(), s_fake.float())
-        losses.update(d_obj_gan_loss=gan, d_ac_loss_real=ac_real.float(), d_ac_loss_fake=ac_fake.float())
-        out.append((gan + ac_real.float() + ac_fake.float(), nets.d_obj))
-    if nets.d_img is not None:
-        losses['d_img_gan_loss'] = gan = d_loss_fn(nets.d_img(batch.imgs).float(), scores['img'].float())
-        out.append((gan, nets.d_img))
+    d_loss, out = get_gan_losses(cfg.gan_loss_type)[1], []
+    for name, d in nets.discriminators.items():
+        spec = DISCRIMINATORS[name]
+        parts = spec.discriminator_losses(spec.score(d, batch.imgs, batch), scores[name], cfg, d_loss)
+        losses.update(parts)
+        total = None
+        for loss in parts.values(): total = loss if total is None else total + loss
+        out.append((total, d))
     return out
 
 # %% ../../nbs/21_train_step.ipynb #25a3b76a
@@ -191,11 +190,11 @@ def _step_gradients(nets:Nets, batch:Batch, cfg:TrainConfig, scaler=None) -> tup
         out = nets.model(batch.objs, batch.triples, batch.obj_to_img, boxes_gt=batch.boxes, masks_gt=batch.masks,
                          num_images=batch.num_images, predict_masks=cfg.mask_loss_weight > 0)
         total, losses = generator_losses(cfg, batch, out)
-        fake = out.imgs.detach().requires_grad_(nets.d_obj is not None or nets.d_img is not None)
+        fake = out.imgs.detach().requires_grad_(bool(nets.discriminators))
         scores, total = _adversarial(nets, batch, cfg, fake, losses, total)
     losses['total_loss'], ok = total, _finite_flag(total)
     _generator_backward(total.sum(), out.imgs, fake, _trainable(nets.model), scaler)
-    saved = {id(d): [b.clone() for b in d.buffers()] for d in (nets.d_obj, nets.d_img) if d is not None}
+    saved = {id(d): [b.clone() for b in d.buffers()] for d in nets.discriminators.values()}
     with amp: d_losses = _discriminator_losses(nets, batch, cfg, scores, losses)
     for loss, d in d_losses:
         (loss if scaler is None else scaler.scale(loss)).backward(inputs=_trainable(d))
@@ -203,15 +202,13 @@ def _step_gradients(nets:Nets, batch:Batch, cfg:TrainConfig, scaler=None) -> tup
     return {k: v.detach() for k, v in losses.items()}, ok
 
 def apply_updates(nets:Nets, optims:Optims, ok, cfg:TrainConfig, scaler=None):
-    "The three Adam updates (skipped on the device when `ok` is false), then the WGAN clip; gradients freed."
+    "The Adam updates, generator first (skipped on the device when `ok` is false), then the WGAN clip; gradients freed."
     if scaler is not None and not bool(ok):  # float16: the GradScaler's own skip needs the host anyway
-        for opt in (optims.g, optims.d_obj, optims.d_img):
-            if opt is not None: opt.zero_grad(set_to_none=True)
+        for opt in optims.named().values(): opt.zero_grad(set_to_none=True)
         return
-    for opt, d in ((optims.g, None), (optims.d_obj, nets.d_obj), (optims.d_img, nets.d_img)):
-        if opt is None: continue
+    for name, opt in optims.named().items():
         _update(opt, ok, scaler)
-        if d is not None: _clip(cfg, d, ok)
+        if name != 'model': _clip(cfg, nets.discriminators[name], ok)
     if scaler is not None: scaler.update()
 
 # %% ../../nbs/21_train_step.ipynb #ed19f767

@@ -6,20 +6,25 @@ Docs: https://sg2im-nb.github.io/sg2im_nb/strip.html.md"""
 
 # %% ../../nbs/24_strip.ipynb #3a93f598
 from __future__ import annotations
+import sys
 from pathlib import Path
 from ..cli import UserError, script, check_output_file, check_output_dir
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint, check_checkpoint, save_checkpoint
 
 # %% auto #0
-__all__ = ['KEEP', 'KEEP_D', 'strip_checkpoint', 'strip_files', 'main']
+__all__ = ['KEEP', 'discriminator_keys', 'strip_checkpoint', 'strip_files', 'main']
 
 # %% ../../nbs/24_strip.ipynb #aa13ab35
 KEEP = ('args', 'vocab', 'model_kwargs', 'model_state')
-KEEP_D = ('d_obj_kwargs', 'd_obj_state', 'd_img_kwargs', 'd_img_state')
+
+def discriminator_keys(ckpt:dict) -> tuple:
+    "The kwargs and weights of every discriminator in `ckpt`: `<name>_kwargs` and `<name>_state` (d_obj, d_img, ...)."
+    names = [k[:-len('_kwargs')] for k in ckpt if isinstance(k, str) and k.endswith('_kwargs') and k != 'model_kwargs']
+    return tuple(f'{n}_{part}' for n in names for part in ('kwargs', 'state'))
 
 def strip_checkpoint(ckpt:dict, keep_discriminators:bool=True) -> dict:
     "The keys of `ckpt` that inference (and, optionally, fine-tuning the discriminators) needs."
-    keep = KEEP + (KEEP_D if keep_discriminators else ())
+    keep = KEEP + (discriminator_keys(ckpt) if keep_discriminators else ())
     return {k: v for k, v in ckpt.items() if k in keep}
 
 def strip_files(input_checkpoint=None, output_checkpoint=None, input_dir=None, output_dir=None,
@@ -38,7 +43,10 @@ def strip_files(input_checkpoint=None, output_checkpoint=None, input_dir=None, o
     written = []
     for src, dst in jobs:
         if src.resolve() == dst.resolve(): raise UserError(f'output {dst} would overwrite its input; write elsewhere')
-        written.append(save_checkpoint(strip_checkpoint(load_checkpoint(src), keep_discriminators), dst))
+        ckpt = load_checkpoint(src, generator=False)
+        if input_checkpoint is None and 'model_state' not in ckpt:  # in a folder: a training run's histories (_no_model.pt)
+            print(f'note: skipped {src.name}: it holds no generator (model_state)', file=sys.stderr); continue
+        written.append(save_checkpoint(strip_checkpoint(check_checkpoint(ckpt, str(src)), keep_discriminators), dst))
     return written
 
 # %% ../../nbs/24_strip.ipynb #3f88ae38
