@@ -149,7 +149,7 @@ def test_diversity_off_and_bad(world, capsys):
     run_cli(main.__wrapped__, [*common, '--diversity_seeds', '0', '--output_dir', str(d / 'div_off')])
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert not any(k.startswith('diversity') for k in res)
-    assert '| – | – |' in (d / 'div_off' / 'results.md').read_text()
+    assert 'Div. L1' not in (d / 'div_off' / 'results.md').read_text()
     with pytest.raises(SystemExit) as e:
         run_cli(main.__wrapped__, [*common, '--diversity_seeds', '1', '--output_dir', str(d / 'bad')])
     assert e.value.code == 2

@@ -6,7 +6,7 @@ Docs: https://sg2im-nb.github.io/sg2im_nb/evaluate.html.md"""
 
 # %% ../../nbs/42_evaluate.ipynb #244c0b16
 from __future__ import annotations
-import json, math, sys
+import itertools, json, math, sys
 from pathlib import Path
 import numpy as np
 import torch
@@ -22,15 +22,17 @@ from ..data.shapes import read_scenes, redraw_scene
 from .metrics import box_iou, relation_satisfaction, inception_score, fid, pairwise_l1, pairwise_feature_distance, layer_features
 from .classifier import load_classifier, object_classes, object_crops, predict_crops
 from ..inference import default_checkpoint, default_checkpoint_path, untrained_shapes_model, save_png, to_uint8_image
+from ..inference import examples_dir, generate, load_scene_graphs
 from ..train.config import TrainConfig
 from ..precision import resolve_amp, autocast
 from ..train.run import ensure_shapes, vocab_mismatch
 from ..vis import image_grid
 
 # %% auto #0
-__all__ = ['COCO_DIR', 'VG_DIR', 'LAYOUTS', 'ROW_NAMES', 'COLUMNS', 'ShapesFeatures', 'InceptionFeatures', 'feature_network',
-           'eval_dataset', 'evaluate', 'classifier_layers', 'scene_redraws', 'diversity', 'results_table',
-           'save_report', 'load_generator', 'run_evaluation', 'sample_images', 'main', 'sample_images_main']
+__all__ = ['COCO_DIR', 'VG_DIR', 'LAYOUTS', 'ROW_NAMES', 'COLUMNS', 'SEEDS', 'ShapesFeatures', 'InceptionFeatures',
+           'feature_network', 'eval_dataset', 'evaluate', 'classifier_layers', 'scene_redraws', 'diversity',
+           'results_table', 'save_report', 'load_generator', 'run_evaluation', 'sample_images', 'main',
+           'sample_images_main', 'example_graphs', 'seed_difference']
 
 # %% ../../nbs/42_evaluate.ipynb #cd6b0c0a
 class ShapesFeatures:
@@ -221,12 +223,13 @@ COLUMNS = [('object_accuracy', 'Object acc.', '{:.1%}'), ('recall_at_0.3', 'R@0.
            ('diversity_l1', 'Div. L1', '{:.2f}'), ('diversity_feature', 'Div. feat.', '{:.4f}')]
 
 def results_table(rows:list) -> str:
-    "A markdown table with one row per result dict of `evaluate`."
+    "A markdown table with one row per result dict of `evaluate` (the diversity columns only where some row has them)."
     fmt = lambda v, f: '–' if v is None else f.format(v)
-    lines = ['| Method | ' + ' | '.join(c for _, c, _ in COLUMNS) + ' | N |', '|---|' + '---:|' * (len(COLUMNS) + 1)]
+    cols = [c for c in COLUMNS if not c[0].startswith('diversity') or any(r.get(c[0]) is not None for r in rows)]
+    lines = ['| Method | ' + ' | '.join(c for _, c, _ in cols) + ' | N |', '|---|' + '---:|' * (len(cols) + 1)]
     for r in rows:
         is_txt = fmt(r['inception_score'], '{:.2f}') + (f" ± {r['inception_score_std']:.2f}" if r.get('inception_score_std') is not None else '')
-        cells = [is_txt if k == 'inception_score' else fmt(r.get(k), f) for k, _, f in COLUMNS]
+        cells = [is_txt if k == 'inception_score' else fmt(r.get(k), f) for k, _, f in cols]
         lines.append(f"| {ROW_NAMES.get(r.get('layout'), r.get('layout'))} | " + ' | '.join(cells) + f" | {r['num_samples']} |")
     return '\n'.join(lines) + '\n'
 
@@ -365,3 +368,18 @@ def _sample_images_cli(checkpoint:str=None,  # generator .pt (default for shapes
 def sample_images_main(argv:list=None): # command-line arguments (default: sys.argv[1:])
     "Entry point of `sg2im-sample-images`."
     run_cli(_sample_images_cli, argv, prog=command_name('sg2im_nb.eval.evaluate', 'sample_images_main'))
+
+# %% ../../nbs/42_evaluate.ipynb #8332cbce
+SEEDS = (1, 1000, 2000, 3000)
+
+def example_graphs(vocab:dict) -> list:
+    "The example scene graphs (`scene_graphs/*.json`) whose objects are all in `vocab`, their own seeds removed."
+    names, out = set(vocab['object_name_to_idx']), []
+    for p in sorted(examples_dir().glob('*.json')):
+        out += [{k: v for k, v in sg.items() if k != 'seed'} for sg in load_scene_graphs(p) if set(sg['objects']) <= names]
+    return out
+
+def seed_difference(model, scene_graphs:list, seeds=SEEDS, amp:str='none') -> list:
+    "Per graph: the mean absolute pixel difference (0..255) between its pictures drawn with `--seed s` for each s, averaged over pairs of seeds."
+    pics = [[r.image.astype(np.float32) for r in generate(model, scene_graphs, seed=s, amp=amp)] for s in seeds]
+    return [float(np.mean([np.abs(a[g] - b[g]).mean() for a, b in itertools.combinations(pics, 2)])) for g in range(len(scene_graphs))]
