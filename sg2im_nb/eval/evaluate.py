@@ -213,7 +213,7 @@ def diversity(model, dataset, classifier, layout:str='gt', num_samples:int=None,
             imgs = _groups(model, dataset, layout, list(range(start, min(n, start + per))), K, dev, amp, scenes, seed)
             G = imgs.size(0)
             l1.append(pairwise_l1(to_uint8(imgs.flatten(0, 1)).unflatten(0, (G, K))))
-            feat.append(pairwise_feature_distance([f.unflatten(0, (G, K)) for f in classifier_layers(classifier, imgs.flatten(0, 1))]))
+            feat.append(pairwise_feature_distance([f.cpu().unflatten(0, (G, K)) for f in classifier_layers(classifier, imgs.flatten(0, 1))]))  # float64 on the CPU (MPS has none)
     return {**none, 'diversity_l1': torch.cat(l1).mean().item(), 'diversity_feature': torch.cat(feat).mean().item()}
 
 # %% ../../nbs/42_evaluate.ipynb #3c4f2153
