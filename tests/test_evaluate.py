@@ -124,3 +124,34 @@ def test_shipped_classifier(tmp_path):
     x, y = crops_of(dataset_crops(ds, clf.names))
     assert len(y) >= 200
     assert crop_accuracy(clf, x, y) >= 0.98
+
+
+def test_diversity_cli(world):
+    "sg2im-evaluate prints the diversity of K draws per graph in its JSON line and writes it into the table (issue 24)."
+    d, ck = world
+    for layout in ('real', 'pred'):
+        out = d / f'div_{layout}'
+        r = run('--checkpoint', ck, '--shapes_dir', d / 'shapes', '--num_samples', 4, '--layout', layout, '--device', 'cpu',
+                '--diversity_seeds', 3, '--output_dir', out)
+        assert r.returncode == 0, r.stderr
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+        assert res['diversity_seeds'] == 3 and res['diversity_l1'] > 0 and 0 < res['diversity_feature'] <= 2
+        table = (out / 'results.md').read_text()
+        assert 'Div. L1' in table and 'Div. feat.' in table and f"{res['diversity_l1']:.2f}" in table
+
+
+def test_diversity_off_and_bad(world, capsys):
+    "--diversity_seeds 0 turns the measure off; 1 is refused with one line (nothing to pair)."
+    from sg2im_nb.cli import run_cli
+    from sg2im_nb.eval.evaluate import main
+    d, ck = world
+    common = ['--checkpoint', str(ck), '--shapes_dir', str(d / 'shapes'), '--num_samples', '2', '--device', 'cpu']
+    run_cli(main.__wrapped__, [*common, '--diversity_seeds', '0', '--output_dir', str(d / 'div_off')])
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert not any(k.startswith('diversity') for k in res)
+    assert 'Div. L1' not in (d / 'div_off' / 'results.md').read_text()
+    with pytest.raises(SystemExit) as e:
+        run_cli(main.__wrapped__, [*common, '--diversity_seeds', '1', '--output_dir', str(d / 'bad')])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and '--diversity_seeds must be 0 (off) or 2..1000' in err[0]

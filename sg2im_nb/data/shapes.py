@@ -14,11 +14,12 @@ from PIL import Image
 from tqdm.auto import tqdm
 from ..cli import cli_errors, script, check_int, check_seed, check_output_dir
 from .shapes_draw import (THINGS, THING_IDS, THING_COLORS, STUFF, STUFF_IDS, STUFF_SUPER, OTHER_ID,
-                                  jitter, render_stuff, shape_mask)
+                                  jitter, render_stuff, shape_mask, stuff_texture)
+from .common import read_json
 
 # %% auto #0
-__all__ = ['PREDICATES', 'OBJECT_ALIASES', 'PREDICATE_ALIASES', 'render_scene', 'predicate', 'scene_relationships', 'make_image',
-           'make_shapes_dataset', 'main']
+__all__ = ['PREDICATES', 'OBJECT_ALIASES', 'PREDICATE_ALIASES', 'render_scene', 'redraw_scene', 'predicate',
+           'scene_relationships', 'make_image', 'make_shapes_dataset', 'read_scenes', 'main']
 
 # %% ../../nbs/10_shapes.ipynb #34d99b0c
 PREDICATES = ['left of', 'right of', 'above', 'below', 'inside', 'surrounding', 'on', 'in front of', 'behind', 'near']
@@ -28,6 +29,9 @@ PREDICATE_ALIASES = {'left of': ['to the left of'], 'right of': ['to the right o
 
 # %% ../../nbs/10_shapes.ipynb #1d3f9e7e
 def _size_word(side, S): return 'small' if side < 0.2 * S else 'large' if side > 0.32 * S else 'medium'
+
+def _thing_colour(rng, name:str): return jitter(rng, THING_COLORS[name][1], 25) * rng.uniform(0.85, 1.1)  # family, jittered, brightness
+def _shade(u, v): return 1 + 0.22 * (-u - v) / 2  # brighter towards the top left of the box
 
 def _place(rng, name:str, w:float, h:float, S:int, label, things):
     "Up to 10 random positions for a w x h `name`; the first that keeps half of every earlier thing visible, or None."
@@ -57,9 +61,8 @@ def render_scene(rng, S:int):
         if placed is None: continue
         full, covered, u, v, (r0, r1, c0, c1) = placed
         for t, c in zip(things, covered): t['area_vis'] -= int(c)
-        word, rgb = THING_COLORS[name]
-        colour = jitter(rng, rgb, 25) * rng.uniform(0.85, 1.1)
-        shade = 1 + 0.22 * (-u - v) / 2
+        word = THING_COLORS[name][0]
+        colour, shade = _thing_colour(rng, name), _shade(u, v)
         patch = img[r0:r1, c0:c1]
         m = full[r0:r1, c0:c1]
         patch[m] = np.broadcast_to(colour * shade[..., None], patch.shape)[m]
@@ -79,6 +82,22 @@ def render_scene(rng, S:int):
         objs.append(dict(name=name, kind='stuff', region=region, mask=vis,
                          box=(int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1)))
     return np.clip(img + 0.5, 0, 255).astype(np.uint8), objs
+
+# %% ../../nbs/10_shapes.ipynb #756bffdd
+def redraw_scene(objs:list, # object dicts with 'name', 'kind' ('thing' or 'stuff'), 'box' (x0, y0, x1, y1 pixels) and 'mask' ((S, S) bool, visible pixels)
+                 rng,       # numpy Generator for the new colours and textures
+                 S:int,     # image side in pixels
+                ) -> np.ndarray:
+    "(S, S, 3) uint8: the scene of `objs` (as `render_scene` returns them) with new random colours and textures."
+    img = np.zeros((S, S, 3), np.float32)
+    yy, xx = np.mgrid[0:S, 0:S].astype(np.float32) + 0.5
+    for o in objs:
+        m = o['mask']
+        if o['kind'] == 'stuff': img[m] = stuff_texture(o['name'], rng, S)[m]; continue
+        x0, y0, x1, y1 = o['box']
+        u, v = (xx - x0) / max(x1 - x0, 1) * 2 - 1, (yy - y0) / max(y1 - y0, 1) * 2 - 1
+        img[m] = (_thing_colour(rng, o['name']) * _shade(u, v)[..., None])[m]
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8)
 
 # %% ../../nbs/10_shapes.ipynb #eec469ca
 def _centre(b): return (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
@@ -252,6 +271,25 @@ def make_shapes_dataset(output_dir,                # folder to write (created if
     _write_annotations(out, recs, list(counts), info)
     (out / 'README.txt').write_text(_README.format(S=int(image_size), seed=int(seed), last=max(STUFF_IDS.values())))
     return out
+
+# %% ../../nbs/10_shapes.ipynb #28c8fc3e
+def read_scenes(shapes_dir,          # a folder written by `make_shapes_dataset`
+                split:str='test',    # train, val or test
+                image_ids=None,      # only these images (default: all of the split)
+               ) -> dict:
+    "{image id: (S, object dicts for `redraw_scene`)} of a written split, things then stuff."
+    from pycocotools import mask as mask_utils
+    files = [read_json(Path(shapes_dir) / 'annotations' / f'{k}_{split}.json', f'shapes {k} file') for k in ('instances', 'stuff')]
+    names = {c['id']: c['name'] for f in files for c in f['categories']}
+    keep = None if image_ids is None else set(image_ids)
+    scenes = {im['id']: (int(im['width']), []) for im in files[0]['images'] if keep is None or im['id'] in keep}
+    for f, kind in zip(files, ('thing', 'stuff')):
+        for a in f['annotations']:
+            if a['image_id'] not in scenes or a['category_id'] == OTHER_ID: continue
+            x, y, w, h = (int(round(v)) for v in a['bbox'])
+            scenes[a['image_id']][1].append(dict(name=names[a['category_id']], kind=kind, box=(x, y, x + w, y + h),
+                                                 mask=mask_utils.decode(a['segmentation']).astype(bool)))
+    return scenes
 
 # %% ../../nbs/10_shapes.ipynb #9fa009aa
 @script

@@ -6,18 +6,23 @@ Docs: https://sg2im-nb.github.io/sg2im_nb/evaluate.html.md"""
 
 # %% ../../nbs/42_evaluate.ipynb #244c0b16
 from __future__ import annotations
-import json, math, sys
+import itertools, json, math, sys
 from pathlib import Path
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from tqdm.auto import tqdm
 from ..cli import UserError, get_device, script, run_cli, command_name, check_int, check_seed, check_output_dir
 from ..checkpoint import build_model, safe_load, shipped_model
-from ..data.common import collate_scene_graphs
+from ..data.common import collate_scene_graphs, image_to_float, to_uint8
 from ..data.coco import CocoSceneGraphDataset
 from ..data.vg import VgSceneGraphDataset
-from .metrics import box_iou, relation_satisfaction, inception_score, fid
+from ..data.shapes import read_scenes, redraw_scene
+from .metrics import box_iou, relation_satisfaction, inception_score, fid, pairwise_l1, pairwise_feature_distance, layer_features
 from .classifier import load_classifier, object_classes, object_crops, predict_crops
 from ..inference import default_checkpoint, default_checkpoint_path, untrained_shapes_model, save_png, to_uint8_image
+from ..inference import examples_dir, generate, load_scene_graphs
 from ..train.config import TrainConfig
 from ..precision import resolve_amp, autocast
 from ..train.data import ensure_shapes
@@ -25,9 +30,10 @@ from ..train.run import vocab_mismatch
 from ..vis import image_grid
 
 # %% auto #0
-__all__ = ['LAYOUTS', 'ROW_NAMES', 'COLUMNS', 'ShapesFeatures', 'InceptionFeatures', 'feature_network', 'eval_dataset',
-           'evaluate', 'results_table', 'save_report', 'load_generator', 'run_evaluation', 'sample_images', 'main',
-           'sample_images_main']
+__all__ = ['LAYOUTS', 'ROW_NAMES', 'COLUMNS', 'SEEDS', 'ShapesFeatures', 'InceptionFeatures', 'feature_network', 'eval_dataset',
+           'evaluate', 'classifier_layers', 'scene_redraws', 'diversity', 'results_table', 'save_report',
+           'load_generator', 'run_evaluation', 'sample_images', 'main', 'sample_images_main', 'example_graphs',
+           'seed_difference']
 
 # %% ../../nbs/42_evaluate.ipynb #cd6b0c0a
 class ShapesFeatures:
@@ -159,18 +165,72 @@ def evaluate(model, dataset, features, layout:str='gt', num_samples:int=None, ba
             if len(shown) < keep_images: shown += [(to_uint8_image(r), to_uint8_image(g)) for r, g in zip(b.imgs, imgs)]
     return _summary(acc, hits, nbox, rel, probs, gfeat, rfeat, rimg, layout, features.kind, n), shown[:keep_images]
 
+# %% ../../nbs/42_evaluate.ipynb #b337a2e4
+def classifier_layers(clf,  # the shapes classifier (`load_classifier`)
+                      imgs, # (N, 3, H, W) normalised images
+                     ) -> list:
+    "[(N, D_l, H_l, W_l)]: the four ReLU outputs of the shapes classifier's body on whole images (eval mode, float32)."
+    was = clf.training; clf.eval()
+    try:
+        with torch.no_grad(): return layer_features(clf.body, imgs.float().to(next(clf.parameters()).device))
+    finally: clf.train(was)
+
+def scene_redraws(scene:tuple, # (S, objects) of `read_scenes`
+                  K:int,       # how many drawings
+                  rng,         # numpy Generator
+                  size:tuple,  # (H, W) to read them at
+                 ) -> torch.Tensor: # (K, 3, H, W) normalised
+    "K new drawings of one shapes-world scene, resized to `size` as the dataset resizes its images (bilinear)."
+    S, objs = scene
+    pics = []
+    for _ in range(K):
+        im = Image.fromarray(redraw_scene(objs, rng, S))
+        if (S, S) != tuple(size): im = im.resize((int(size[1]), int(size[0])), Image.BILINEAR)
+        pics.append(torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1))
+    return image_to_float(torch.stack(pics))
+
+# %% ../../nbs/42_evaluate.ipynb #4a689499
+def _groups(model, dataset, layout, idx, K, dev, amp, scenes, seed) -> torch.Tensor:
+    "(G, K, 3, H, W): K draws of each graph `idx` (the real scenes redrawn, or the generator under K noises)."
+    if layout == 'real':
+        ids = [dataset.image_ids[i] for i in idx]
+        return torch.stack([scene_redraws(scenes[j], K, np.random.default_rng([seed, j]), dataset.image_size) for j in ids]).to(dev)
+    b = collate_scene_graphs([s for i in idx for s in [dataset[i]] * K]).to(dev)
+    return _draw(model, b, layout, amp)[0].unflatten(0, (len(idx), K))
+
+@torch.no_grad()
+def diversity(model, dataset, classifier, layout:str='gt', num_samples:int=None, K:int=8, batch_size:int=16,
+              device='cpu', seed:int=0, amp:str='none', scenes:dict=None) -> dict:
+    "Mean pairwise pixel L1 (0..255) and feature distance of K draws of each of the first `num_samples` graphs."
+    if layout not in LAYOUTS: raise UserError(f'--layout {layout!r} is not one of {", ".join(LAYOUTS)}')
+    check_int(K, '--diversity_seeds', 2)
+    none = {'diversity_l1': None, 'diversity_feature': None, 'diversity_seeds': K}
+    if layout == 'real' and scenes is None: return none  # a dataset that cannot redraw its scenes
+    n = len(dataset) if num_samples is None else min(num_samples, len(dataset))
+    per, dev, l1, feat = max(1, batch_size // K), torch.device(device), [], []
+    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == 'cuda' else []):
+        torch.manual_seed(seed)
+        for start in tqdm(range(0, n, per), desc=f'diversity {layout}', leave=False, disable=n * K < 512):
+            imgs = _groups(model, dataset, layout, list(range(start, min(n, start + per))), K, dev, amp, scenes, seed)
+            G = imgs.size(0)
+            l1.append(pairwise_l1(to_uint8(imgs.flatten(0, 1)).unflatten(0, (G, K))))
+            feat.append(pairwise_feature_distance([f.cpu().unflatten(0, (G, K)) for f in classifier_layers(classifier, imgs.flatten(0, 1))]))  # float64 on the CPU (MPS has none)
+    return {**none, 'diversity_l1': torch.cat(l1).mean().item(), 'diversity_feature': torch.cat(feat).mean().item()}
+
 # %% ../../nbs/42_evaluate.ipynb #3c4f2153
 ROW_NAMES = {'real': 'Real images', 'gt': 'Ground-truth layout', 'pred': 'Predicted layout'}
 COLUMNS = [('object_accuracy', 'Object acc.', '{:.1%}'), ('recall_at_0.3', 'R@0.3', '{:.3f}'), ('recall_at_0.5', 'R@0.5', '{:.3f}'),
-           ('relation_satisfaction', 'Rel. sat.', '{:.1%}'), ('inception_score', 'IS', '{:.2f}'), ('fid', 'FID', '{:.2f}')]
+           ('relation_satisfaction', 'Rel. sat.', '{:.1%}'), ('inception_score', 'IS', '{:.2f}'), ('fid', 'FID', '{:.2f}'),
+           ('diversity_l1', 'Div. L1', '{:.2f}'), ('diversity_feature', 'Div. feat.', '{:.4f}')]
 
 def results_table(rows:list) -> str:
-    "A markdown table with one row per result dict of `evaluate`."
+    "A markdown table with one row per result dict of `evaluate` (the diversity columns only where some row has them)."
     fmt = lambda v, f: '–' if v is None else f.format(v)
-    lines = ['| Method | ' + ' | '.join(c for _, c, _ in COLUMNS) + ' | N |', '|---|' + '---:|' * (len(COLUMNS) + 1)]
+    cols = [c for c in COLUMNS if not c[0].startswith('diversity') or any(r.get(c[0]) is not None for r in rows)]
+    lines = ['| Method | ' + ' | '.join(c for _, c, _ in cols) + ' | N |', '|---|' + '---:|' * (len(cols) + 1)]
     for r in rows:
         is_txt = fmt(r['inception_score'], '{:.2f}') + (f" ± {r['inception_score_std']:.2f}" if r.get('inception_score_std') is not None else '')
-        cells = [is_txt if k == 'inception_score' else fmt(r[k], f) for k, _, f in COLUMNS]
+        cells = [is_txt if k == 'inception_score' else fmt(r.get(k), f) for k, _, f in cols]
         lines.append(f"| {ROW_NAMES.get(r.get('layout'), r.get('layout'))} | " + ' | '.join(cells) + f" | {r['num_samples']} |")
     return '\n'.join(lines) + '\n'
 
@@ -213,8 +273,10 @@ def _open(checkpoint, dataset, layout, device, real, shapes_dir, data_kw, output
 # %% ../../nbs/42_evaluate.ipynb #82166e7e
 def run_evaluation(checkpoint=None, dataset='shapes', num_samples=None, layout='gt', device='auto', output_dir='eval_results',
                    real=0, shapes_dir=TrainConfig.shapes_dir, features='shapes', classifier=None, inception_weights=None,
-                   batch_size=16, seed=0, amp='none', **data_kw) -> dict:
+                   batch_size=16, seed=0, amp='none', diversity_seeds=8, **data_kw) -> dict:
     "The `sg2im-evaluate` command as a function: evaluate, write the report, return the metrics."
+    if isinstance(diversity_seeds, bool) or not isinstance(diversity_seeds, int) or diversity_seeds == 1 or not 0 <= diversity_seeds <= 1000:
+        raise UserError(f'--diversity_seeds must be 0 (off) or 2..1000 seeds per test graph, got {diversity_seeds!r}')
     dev, layout, model, desc, ds = _open(checkpoint, dataset, layout, device, real, shapes_dir, data_kw, output_dir, batch_size, num_samples, seed)
     shipped = shipped_model('shapes_classifier.pt')
     feats = feature_network(features, classifier or shipped, inception_weights, dev)
@@ -224,6 +286,10 @@ def run_evaluation(checkpoint=None, dataset='shapes', num_samples=None, layout='
               'for COCO / VG numbers comparable with papers', file=sys.stderr)
     amp = resolve_amp(amp, dev)
     res, shown = evaluate(model, ds, feats, layout, num_samples, batch_size, dev, seed, clf, amp=amp)
+    if diversity_seeds:
+        scenes = read_scenes(ensure_shapes(shapes_dir), 'test', ds.image_ids) if (layout == 'real' and dataset == 'shapes') else None
+        res = {**res, **diversity(model, ds, clf or load_classifier(classifier or shipped, dev), layout, num_samples, diversity_seeds,
+                                  batch_size, dev, seed, amp, scenes)}
     res = {**res, 'dataset': dataset, 'checkpoint': desc}
     save_report(res, shown, output_dir, note=f'dataset {dataset}, checkpoint: {desc}, features: {features}')
     return res
@@ -264,6 +330,7 @@ def main(checkpoint:str=None,      # generator .pt (default for shapes: the ship
          batch_size:int=16,        # images per forward pass
          seed:int=0,               # noise seed
          amp:str='none',           # precision of the generator: none (float32, comparable everywhere), auto, bf16 or fp16
+         diversity_seeds:int=8,    # K: draws of each test graph for the diversity measure (0: off)
          coco_image_dir:str=f'{COCO_DIR}/images/val2017', # COCO-Stuff images of the evaluated split
          coco_instances_json:str=f'{COCO_DIR}/annotations/instances_val2017.json',
          coco_stuff_json:str=f'{COCO_DIR}/annotations/stuff_val2017.json',
@@ -275,7 +342,7 @@ def main(checkpoint:str=None,      # generator .pt (default for shapes: the ship
     kw = dict(coco_image_dir=coco_image_dir, coco_instances_json=coco_instances_json, coco_stuff_json=coco_stuff_json,
               vg_image_dir=vg_image_dir, vg_h5=vg_h5, vocab_json=vocab_json)
     res = run_evaluation(checkpoint, dataset, num_samples, layout, device, output_dir, real, shapes_dir, features,
-                         classifier, inception_weights, batch_size, seed, amp, **kw)
+                         classifier, inception_weights, batch_size, seed, amp, diversity_seeds, **kw)
     print(json.dumps(res))
 
 # %% ../../nbs/42_evaluate.ipynb #00193cbc
@@ -302,3 +369,18 @@ def _sample_images_cli(checkpoint:str=None,  # generator .pt (default for shapes
 def sample_images_main(argv:list=None): # command-line arguments (default: sys.argv[1:])
     "Entry point of `sg2im-sample-images`."
     run_cli(_sample_images_cli, argv, prog=command_name('sg2im_nb.eval.evaluate', 'sample_images_main'))
+
+# %% ../../nbs/42_evaluate.ipynb #8332cbce
+SEEDS = (1, 1000, 2000, 3000)
+
+def example_graphs(vocab:dict) -> list:
+    "The example scene graphs (`scene_graphs/*.json`) whose objects are all in `vocab`, their own seeds removed."
+    names, out = set(vocab['object_name_to_idx']), []
+    for p in sorted(examples_dir().glob('*.json')):
+        out += [{k: v for k, v in sg.items() if k != 'seed'} for sg in load_scene_graphs(p) if set(sg['objects']) <= names]
+    return out
+
+def seed_difference(model, scene_graphs:list, seeds=SEEDS, amp:str='none') -> list:
+    "Per graph: the mean absolute pixel difference (0..255) between its pictures drawn with `--seed s` for each s, averaged over pairs of seeds."
+    pics = [[r.image.astype(np.float32) for r in generate(model, scene_graphs, seed=s, amp=amp)] for s in seeds]
+    return [float(np.mean([np.abs(a[g] - b[g]).mean() for a, b in itertools.combinations(pics, 2)])) for g in range(len(scene_graphs))]

@@ -1,4 +1,4 @@
-"""The numbers of the paper and its successors, computed the same way: box IoU and recall, box diversity, relation satisfaction, Inception score and FID.
+"""The numbers of the paper and its successors, computed the same way: box IoU and recall, box diversity, relation satisfaction, Inception score and FID, and the image diversity of one graph drawn under several seeds.
 
 Docs: https://sg2im-nb.github.io/sg2im_nb/metrics.html.md"""
 
@@ -7,11 +7,13 @@ Docs: https://sg2im-nb.github.io/sg2im_nb/metrics.html.md"""
 # %% ../../nbs/40_metrics.ipynb #7464b2b7
 from __future__ import annotations
 import torch
+from torch import nn
 from ..cli import UserError
 
 # %% auto #0
 __all__ = ['GEOMETRIC_PREDICATES', 'box_iou', 'box_recall', 'box_diversity', 'relation_holds', 'relation_satisfaction',
-           'inception_score', 'frechet_distance', 'feature_stats', 'fid']
+           'inception_score', 'frechet_distance', 'feature_stats', 'fid', 'pairwise_l1', 'unit_channels',
+           'pairwise_feature_distance', 'layer_features']
 
 # %% ../../nbs/40_metrics.ipynb #9f26a44c
 def box_iou(a, # (O, 4) boxes [x0, y0, x1, y1]
@@ -103,3 +105,49 @@ def feature_stats(feats): # (N, D) features
 def fid(feats1, feats2) -> float:
     "FID between two sets of (N, D) features."
     return max(frechet_distance(*feature_stats(feats1), *feature_stats(feats2)), 0.)
+
+# %% ../../nbs/40_metrics.ipynb #61c830fb
+def _mean_over_pairs(d): # (G, K, K) distances -> (G,) mean over the pairs i < j
+    K = d.size(-1)
+    i, j = torch.triu_indices(K, K, 1, device=d.device)
+    return d[:, i, j].mean(-1)
+
+def _check_groups(x, what:str):
+    if x.dim() < 3 or x.size(1) < 2: raise UserError(f'{what} needs (G, K, ...) groups of K >= 2 draws, got shape {tuple(x.shape)}')
+
+def pairwise_l1(imgs, # (G, K, 3, H, W): K draws of each of G graphs (uint8 images give 0..255 units)
+               ) -> torch.Tensor: # (G,)
+    "Mean over the K(K-1)/2 pairs of each group of the mean absolute difference per element."
+    _check_groups(imgs, 'pairwise_l1')
+    x = imgs.flatten(2).double()
+    return _mean_over_pairs(torch.cdist(x, x, p=1) / x.size(-1))
+
+def unit_channels(f, # (..., D, H, W) feature maps
+                  eps:float=1e-10):
+    "Each position's channel vector scaled to unit length (zero vectors stay zero)."
+    return f / (f.norm(dim=-3, keepdim=True) + eps)
+
+def pairwise_feature_distance(feats:list, # L maps (G, K, D_l, H_l, W_l): layer l of the K draws of G graphs
+                             ) -> torch.Tensor: # (G,)
+    "Mean over pairs of the LPIPS-style distance: unit channel vectors, squared differences, mean over positions and layers."
+    if not feats: raise UserError('pairwise_feature_distance needs at least one layer of features')
+    total = 0.
+    for f in feats:
+        _check_groups(f, 'pairwise_feature_distance')
+        x = unit_channels(f.double()).flatten(2)
+        d = torch.cdist(x, x, p=2, compute_mode='donot_use_mm_for_euclid_dist') ** 2 / (f.size(-1) * f.size(-2))
+        total = total + _mean_over_pairs(d)
+    return total / len(feats)
+
+# %% ../../nbs/40_metrics.ipynb #7aabe74c
+def layer_features(net:nn.Sequential, # a network whose modules run one after the other
+                   x,                 # (N, 3, H, W) its input
+                   tap=nn.ReLU,       # keep the output of every module of this type
+                  ) -> list:
+    "[(N, D_l, H_l, W_l)]: the outputs of the `tap` modules of `net` on `x`, in order."
+    out = []
+    for m in net:
+        x = m(x)
+        if isinstance(m, tap): out.append(x)
+    if not out: raise UserError(f'layer_features: the network has no {tap.__name__} module to take features from')
+    return out
