@@ -6,18 +6,18 @@ Docs: https://sg2im-nb.github.io/sg2im_nb/checkpoint.html.md"""
 
 # %% ../nbs/08_checkpoint.ipynb #56706f61
 from __future__ import annotations
-import collections, dataclasses, io, math, os, pickle, re, stat, zipfile, zlib
+import collections, dataclasses, io, math, os, pickle, re, zipfile, zlib
 from pathlib import Path
 import numpy as np
 import torch
-from .cli import UserError, one_line, clip, atomic_write
+from .cli import UserError, one_line, clip, atomic_write, check_file
 from .scene_graph import check_vocab
 from .model.generator import Sg2ImModel, ModelConfig
 
 # %% auto #0
 __all__ = ['SAFE_GLOBALS', 'SHIPPED_MODELS', 'KNOWN_FORMAT_VERSIONS', 'safe_load', 'shipped_model', 'check_archive',
-           'check_model_kwargs', 'count_parameters', 'check_finite', 'check_model_state', 'check_file',
-           'check_checkpoint', 'load_checkpoint', 'build_model', 'save_checkpoint']
+           'check_model_kwargs', 'count_parameters', 'check_finite', 'check_model_state', 'check_checkpoint',
+           'load_checkpoint', 'build_model', 'save_checkpoint']
 
 # %% ../nbs/08_checkpoint.ipynb #d7fd469c
 def _numpy_globals() -> list:
@@ -171,31 +171,6 @@ def check_model_state(state, # a checkpoint's `model_state`
                         'the checkpoint is damaged or hostile')
     return check_finite(state, where)
 
-# %% ../nbs/08_checkpoint.ipynb #e9f91f69
-def _kind(mode:int) -> str|None:
-    "What a non-regular file is, in words; None for a regular file."
-    if stat.S_ISREG(mode): return None
-    if stat.S_ISDIR(mode): return 'a folder'
-    if stat.S_ISFIFO(mode): return 'a named pipe (FIFO)'
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode): return 'a device'
-    return 'a socket' if stat.S_ISSOCK(mode) else 'not a regular file'
-
-def check_file(path, # the path to read
-               what:str='checkpoint', # what the file should be, for the messages
-               hint:str='check the path', # how to get one, for the not-found message
-              ) -> Path:
-    "`path` if it is a regular file (after symbolic links); else a one-line `UserError` saying what it is, without opening it."
-    p = Path(path)
-    try: mode = os.stat(p).st_mode
-    except FileNotFoundError: raise UserError(f'{what} not found: {p}; {hint}') from None
-    except NotADirectoryError: raise UserError(f'{what} not found: {p} (a part of the path is a file); {hint}') from None
-    kind = _kind(mode)
-    if kind == 'a folder':
-        inside = p / 'checkpoint_with_model.pt'  # what sg2im-train writes
-        raise UserError(f'{what} {p} is a folder, not a file; pass the file itself' + (f', such as {inside}' if inside.is_file() else ''))
-    if kind: raise UserError(f'{what} {p} is {kind}, not a regular file; pass a {what} file')
-    return p
-
 # %% ../nbs/08_checkpoint.ipynb #95be48d3
 _NEWER = re.compile(r'file with version (\d+), but the maximum supported version for reading is (\d+)')
 
@@ -236,7 +211,7 @@ def load_checkpoint(path,                 # a .pt file written by sg2im or sg2im
                     hint:str='check the path, or get the released models with `sg2im-download models`', # how to get one
                    ) -> dict:
     "Load and check a checkpoint (`check_file`, `check_archive`, the safe unpickler, `check_checkpoint`); one-line errors for bad files."
-    path = check_file(path, what, hint)
+    path = check_file(path, what, hint, inside='checkpoint_with_model.pt')  # the file sg2im-train writes
     ckpt = _unpickle(check_archive(path), map_location)
     if not generator:
         if not isinstance(ckpt, dict): raise UserError(f'{path} is a {type(ckpt).__name__}, not a {what} dict')

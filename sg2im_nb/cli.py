@@ -6,7 +6,7 @@ Docs: https://sg2im-nb.github.io/sg2im_nb/cli.html.md"""
 
 # %% ../nbs/00a_cli.ipynb #5434317d
 from __future__ import annotations
-import argparse, contextlib, errno, functools, inspect, json, math, os, re, sys, tempfile
+import argparse, contextlib, errno, functools, inspect, json, math, os, re, stat, sys, tempfile
 from pathlib import Path
 import torch
 from fastcore.script import anno_parser
@@ -14,7 +14,8 @@ from fastcore.script import anno_parser
 # %% auto #0
 __all__ = ['SEED_MAX', 'MAX_JSON_DEPTH', 'DISK_FULL', 'DEVICES', 'UserError', 'one_line', 'user_message', 'cli_errors', 'clip',
            'command_name', 'CliParser', 'run_cli', 'script', 'check_seed', 'check_int', 'check_positive', 'json_depth',
-           'parse_json', 'check_output_dir', 'check_output_file', 'get_device', 'file_mode', 'atomic_write']
+           'parse_json', 'check_output_dir', 'check_output_file', 'file_kind', 'check_file', 'get_device', 'file_mode',
+           'atomic_write']
 
 # %% ../nbs/00a_cli.ipynb #bf3c9734
 class UserError(ValueError):
@@ -194,6 +195,33 @@ def check_output_file(path, what:str='--output') -> Path:
     p = Path(path).expanduser()
     if p.is_dir(): raise UserError(f'{what} {p} is a folder; pass a file path such as {p / "out.pt"}')
     check_output_dir(p.parent, what=f'{what} {p}: the folder')
+    return p
+
+# %% ../nbs/00a_cli.ipynb #753f63bc
+def file_kind(mode:int) -> str|None:
+    "What a file of `os.stat` mode `mode` is, in words, when it is not a regular file; None for a regular file."
+    if stat.S_ISREG(mode): return None
+    if stat.S_ISDIR(mode): return 'a folder'
+    if stat.S_ISFIFO(mode): return 'a named pipe (FIFO)'
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode): return 'a device'
+    return 'a socket' if stat.S_ISSOCK(mode) else 'a special file'
+
+def check_file(path, # the path to read
+               what:str='file', # what the file should be, for the messages ('checkpoint', 'image', ...)
+               hint:str='check the path', # how to get one, for the not-found message
+               inside:str=None, # for a folder: a file name to suggest if the folder holds it
+              ) -> Path:
+    "`path` if it is a regular file (after symbolic links); else a one-line `UserError` saying what it is, without opening it."
+    p = Path(path)
+    try: mode = os.stat(p).st_mode
+    except FileNotFoundError: raise UserError(f'{what} not found: {p}; {hint}') from None
+    except NotADirectoryError: raise UserError(f'{what} not found: {p} (a part of the path is a file); {hint}') from None
+    except ValueError: raise UserError(f'{what} path {str(p)[:80]!r} holds a NUL character; fix the path') from None
+    kind = file_kind(mode)
+    if kind == 'a folder':
+        such = f', such as {p / inside}' if inside and (p / inside).is_file() else ''
+        raise UserError(f'{what} {p} is a folder, not a file; pass the file itself{such}')
+    if kind: raise UserError(f'{what} {p} is {kind}, not a regular file; pass the {what} file itself')
     return p
 
 # %% ../nbs/00a_cli.ipynb #0fe1abd8
