@@ -174,7 +174,7 @@ def _stream(resp, res, url, dest, part, have, meta, progress, watch) -> tuple:
     _check_total(res, url, dest, total)
     try: first = resp.read(512)
     except (OSError, http.client.HTTPException) as e:
-        raise (_stalled(url, dest, part, watch) if watch.stalled else _err(url, dest, f'cannot download ({one_line(e)})')) from None
+        raise (_stalled(url, dest, part, watch) if watch.timed_out(e) else _err(url, dest, f'cannot download ({one_line(e)})')) from None
     if looks_like_html(first, resp.headers.get('Content-Type')):
         raise _err(url, dest, f'the server answered with an HTML page (Content-Type {resp.headers.get("Content-Type")}), not the file',
                    f'check --base_url and the connection, or download it by hand and place it at {dest}')
@@ -188,7 +188,7 @@ def _stream(resp, res, url, dest, part, have, meta, progress, watch) -> tuple:
         while chunk and done + len(chunk) <= limit:
             _write(f, chunk, url, dest, part); done += len(chunk); watch.got += len(chunk); bar.update(len(chunk))
             try: chunk = resp.read1(1 << 16)  # what one read of the socket gives: the watchdog sees every byte arrive
-            except (OSError, http.client.HTTPException): broken, chunk = True, b''  # the size check reports it
+            except (OSError, http.client.HTTPException) as e: broken, chunk = not watch.timed_out(e), b''  # reported by fetch
     if chunk:  # more than the file can have: a server that streams without end, or the wrong file
         part.unlink(); _sidecar(part).unlink(missing_ok=True)
         raise _err(url, dest, f'the server sent more than {limit:,} bytes ({human_size(limit)}), the most this file can have; '
@@ -222,7 +222,7 @@ def fetch(res:Resource,        # what to download
             keep = {k: v for k, v in meta.items() if k in ('etag', 'last_modified')}
             return _finish(res, url, part, dest, res.size or total, root, keep)  # 416: the .part already holds every byte
         except (urllib.error.URLError, OSError, http.client.HTTPException) as e:  # refused, DNS, timeout, a stall
-            if watch.stalled: raise _stalled(url, dest, part, watch) from None
+            if watch.timed_out(e): raise _stalled(url, dest, part, watch) from None
             raise _err(url, dest, f'cannot download ({getattr(e, "reason", None) or e})') from None
         except KeyboardInterrupt: raise DownloadInterrupted(f'interrupted (Ctrl-C) while asking for {url}; run the same command again') from None
         try:

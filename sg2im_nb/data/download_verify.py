@@ -53,6 +53,11 @@ class Watchdog:
                 except (AttributeError, OSError): pass  # not connected yet, or closed already
                 return
             mark, since = self.got, now
+    def timed_out(self, e:BaseException) -> bool:
+        "True (and `stalled` set) if `e` is the socket timeout of a connected transfer: no byte for `timeout` s."
+        if self.sock is None or not (isinstance(e, TimeoutError) or isinstance(getattr(e, 'reason', None), TimeoutError)): return bool(self.stalled)
+        self.stalled = self.stalled or (0, self.timeout)
+        return True
     def opener(self) -> urllib.request.OpenerDirector:
         "A urllib opener whose HTTP and HTTPS connections give their socket to this watchdog."
         watch = self
