@@ -6,7 +6,7 @@ Docs: https://sg2im-nb.github.io/sg2im_nb/checkpoint.html.md"""
 
 # %% ../nbs/08_checkpoint.ipynb #56706f61
 from __future__ import annotations
-import collections, dataclasses, io, math, os, pickle, re, zipfile, zlib
+import collections, dataclasses, functools, io, math, os, pickle, re, zipfile, zlib
 from pathlib import Path
 import numpy as np
 import torch
@@ -15,9 +15,9 @@ from .scene_graph import check_vocab
 from .model.generator import Sg2ImModel, ModelConfig
 
 # %% auto #0
-__all__ = ['SAFE_GLOBALS', 'SHIPPED_MODELS', 'KNOWN_FORMAT_VERSIONS', 'safe_load', 'shipped_model', 'check_archive',
-           'check_model_kwargs', 'count_parameters', 'check_finite', 'check_model_state', 'check_checkpoint',
-           'load_checkpoint', 'build_model', 'save_checkpoint']
+__all__ = ['SAFE_GLOBALS', 'SHIPPED_MODELS', 'KNOWN_FORMAT_VERSIONS', 'safe_load', 'shipped_model', 'known_format_versions',
+           'check_archive', 'check_model_kwargs', 'count_parameters', 'check_finite', 'check_model_state',
+           'check_checkpoint', 'load_checkpoint', 'build_model', 'save_checkpoint']
 
 # %% ../nbs/08_checkpoint.ipynb #d7fd469c
 def _numpy_globals() -> list:
@@ -72,16 +72,23 @@ def shipped_model(name:str, # 'shapes64.pt' or 'shapes_classifier.pt'
     return pkg.parent / 'data' / 'models' / name  # missing: the path that names where it belongs
 
 # %% ../nbs/08_checkpoint.ipynb #09aaecbd
-KNOWN_FORMAT_VERSIONS = (b'1',)  # the `.format_version` records torch.load understands (torch/serialization.py)
+KNOWN_FORMAT_VERSIONS = (b'1',)  # the `.format_version` records of torch 2.x (torch/serialization.py)
+
+@functools.cache
+def known_format_versions() -> tuple:
+    "`KNOWN_FORMAT_VERSIONS` and the record this PyTorch writes itself (found once, by saving a tensor in memory)."
+    buf = io.BytesIO(); torch.save(torch.zeros(1), buf)
+    with zipfile.ZipFile(buf) as zf: mine = [zf.read(i).strip() for i in zf.infolist() if i.filename.endswith('/.format_version')]
+    return tuple(sorted(set(KNOWN_FORMAT_VERSIONS) | set(mine)))
 
 def _format_version(zf:zipfile.ZipFile, path) -> None:
     "One-line `UserError` if the archive's `.format_version` record names a layout this PyTorch does not know."
     rec = [i for i in zf.infolist() if i.filename.endswith('/.format_version') and i.filename.count('/') == 1]
     if not rec: return
     v = zf.read(rec[0])[:16].strip()
-    if v not in KNOWN_FORMAT_VERSIONS:
+    if v not in known_format_versions():
         raise UserError(f'{path} has .format_version {v.decode(errors="replace")!s}, a record layout that torch {torch.__version__} does not know '
-                        f'(it reads {", ".join(k.decode() for k in KNOWN_FORMAT_VERSIONS)}); it was written by a newer PyTorch or altered: '
+                        f'(it reads {", ".join(k.decode() for k in known_format_versions())}); it was written by a newer PyTorch or altered: '
                         'upgrade PyTorch, or save it again with this one')
 
 def check_archive(path, # a .pt file
