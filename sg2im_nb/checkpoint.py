@@ -6,18 +6,18 @@ Docs: https://sg2im-nb.github.io/sg2im_nb/checkpoint.html.md"""
 
 # %% ../nbs/08_checkpoint.ipynb #56706f61
 from __future__ import annotations
-import collections, dataclasses, math, os, pickle, zipfile, zlib
+import collections, dataclasses, functools, io, math, os, pickle, re, zipfile, zlib
 from pathlib import Path
 import numpy as np
 import torch
-from .cli import UserError, one_line, atomic_write
+from .cli import UserError, one_line, clip, atomic_write, check_file
 from .scene_graph import check_vocab
 from .model.generator import Sg2ImModel, ModelConfig
 
 # %% auto #0
-__all__ = ['SAFE_GLOBALS', 'SHIPPED_MODELS', 'safe_load', 'shipped_model', 'check_archive', 'check_model_kwargs',
-           'count_parameters', 'check_model_state', 'check_checkpoint', 'load_checkpoint', 'build_model',
-           'save_checkpoint']
+__all__ = ['SAFE_GLOBALS', 'SHIPPED_MODELS', 'KNOWN_FORMAT_VERSIONS', 'safe_load', 'shipped_model', 'known_format_versions',
+           'check_archive', 'check_model_kwargs', 'count_parameters', 'check_finite', 'check_model_state',
+           'check_checkpoint', 'load_checkpoint', 'build_model', 'save_checkpoint']
 
 # %% ../nbs/08_checkpoint.ipynb #d7fd469c
 def _numpy_globals() -> list:
@@ -72,9 +72,28 @@ def shipped_model(name:str, # 'shapes64.pt' or 'shapes_classifier.pt'
     return pkg.parent / 'data' / 'models' / name  # missing: the path that names where it belongs
 
 # %% ../nbs/08_checkpoint.ipynb #09aaecbd
+KNOWN_FORMAT_VERSIONS = (b'1',)  # the `.format_version` records of torch 2.x (torch/serialization.py)
+
+@functools.cache
+def known_format_versions() -> tuple:
+    "`KNOWN_FORMAT_VERSIONS` and the record this PyTorch writes itself (found once, by saving a tensor in memory)."
+    buf = io.BytesIO(); torch.save(torch.zeros(1), buf)
+    with zipfile.ZipFile(buf) as zf: mine = [zf.read(i).strip() for i in zf.infolist() if i.filename.endswith('/.format_version')]
+    return tuple(sorted(set(KNOWN_FORMAT_VERSIONS) | set(mine)))
+
+def _format_version(zf:zipfile.ZipFile, path) -> None:
+    "One-line `UserError` if the archive's `.format_version` record names a layout this PyTorch does not know."
+    rec = [i for i in zf.infolist() if i.filename.endswith('/.format_version') and i.filename.count('/') == 1]
+    if not rec: return
+    v = zf.read(rec[0])[:16].strip()
+    if v not in known_format_versions():
+        raise UserError(f'{path} has .format_version {v.decode(errors="replace")!s}, a record layout that torch {torch.__version__} does not know '
+                        f'(it reads {", ".join(k.decode() for k in known_format_versions())}); it was written by a newer PyTorch or altered: '
+                        'upgrade PyTorch, or save it again with this one')
+
 def check_archive(path, # a .pt file
                  ) -> Path:
-    "One-line `UserError` if the zip checkpoint at `path` is damaged (a CRC fails) or expands far beyond its size."
+    "One-line `UserError` if the zip checkpoint at `path` is damaged (a CRC fails), expands far beyond its size or has an unknown layout."
     path = Path(path)
     if not zipfile.is_zipfile(path): return path
     disk = path.stat().st_size
@@ -84,9 +103,10 @@ def check_archive(path, # a .pt file
             if size > 2 * disk + (64 << 20):
                 raise UserError(f'{path} expands from {disk / 2**20:.1f} MB on disk to {size / 2**20:.0f} MB in memory '
                                 '(compressed records; torch.save never compresses); refusing to load it')
+            _format_version(zf, path)
             bad = zf.testzip()  # reads every record, checking its CRC
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
-        raise UserError(f'{path} is a damaged zip archive ({one_line(e)[:100]}); download or copy it again') from None
+        raise UserError(f'{path} is a damaged zip archive ({clip(e, 100)}); download or copy it again') from None
     if bad is not None: raise UserError(f'{path} is damaged: record {bad} fails its CRC check; download or copy it again')
     return path
 
@@ -133,11 +153,22 @@ def count_parameters(kwargs:dict) -> int:
     return n + 9 * prev * prev + 3 * prev
 
 # %% ../nbs/08_checkpoint.ipynb #12616c20
+def check_finite(state:dict, # name -> tensor
+                 where:str='the checkpoint', # what to call the file in errors
+                 what:str='model_state', # what to call `state` in errors
+                ) -> dict:
+    "One-line `UserError` if a floating-point tensor of `state` holds NaN or an infinity."
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise UserError(f'{where}: {what} holds weights that are not finite (NaN or infinite) in {len(bad)} of {len(state)} tensors, '
+                        f'first {str(bad[0])[:60]}; the model diverged while training: use an earlier checkpoint')
+    return state
+
 def check_model_state(state, # a checkpoint's `model_state`
                       kwargs:dict, # its (checked) `model_kwargs`
                       where:str='the checkpoint',
                      ) -> dict:
-    "One-line `UserError` unless `state` maps names to tensors and holds about as many weights as `kwargs` need."
+    "One-line `UserError` unless `state` maps names to finite tensors and holds about as many weights as `kwargs` need."
     if not isinstance(state, dict): raise UserError(f'{where}: model_state is a {type(state).__name__}, not a dict of tensors; the checkpoint is damaged')
     bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad: raise UserError(f'{where}: model_state entry {str(bad[0])[:60]} is not a named tensor; the checkpoint is damaged')
@@ -145,9 +176,16 @@ def check_model_state(state, # a checkpoint's `model_state`
     if need > 2 * have + 2**24:
         raise UserError(f'{where}: model_kwargs describe a model of about {need:,} weights but model_state holds {have:,}; '
                         'the checkpoint is damaged or hostile')
-    return state
+    return check_finite(state, where)
 
 # %% ../nbs/08_checkpoint.ipynb #95be48d3
+_NEWER = re.compile(r'file with version (\d+), but the maximum supported version for reading is (\d+)')
+
+def _torch_reason(e:Exception) -> str:
+    "The first sentence of what torch said, without its C++ source location."
+    msg = re.sub(r'^\[enforce fail at [^\]]*\]\s*\.?\s*', '', one_line(e))
+    return clip(msg.split('. ')[0] or type(e).__name__, 120)
+
 def _unpickle(path, map_location):
     try: return safe_load(path, map_location=map_location)
     except pickle.UnpicklingError as e:
@@ -156,13 +194,17 @@ def _unpickle(path, map_location):
             glob = msg.split('GLOBAL ', 1)[1].split()[0]
             raise UserError(f'refusing to load {path}: it needs arbitrary code ({glob}) to unpickle; only load checkpoints made by sg2im or sg2im_nb') from None
         raise UserError(f'{path} is truncated or not a PyTorch checkpoint (it does not unpickle); download or copy it again') from None
+    except PermissionError: raise UserError(f'cannot read {path}: permission denied; check its permissions') from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError, IndexError, TypeError, MemoryError) as e:
-        first = (str(e).splitlines() or [type(e).__name__])[0][:120]
-        raise UserError(f'{path} is truncated or not a PyTorch checkpoint ({first}); download or copy it again') from None
+        newer = _NEWER.search(str(e))
+        if newer:
+            raise UserError(f'{path} was written by a newer PyTorch (file format version {newer[1]}; torch {torch.__version__} here reads '
+                            f'versions up to {newer[2]}); upgrade PyTorch to load it') from None
+        raise UserError(f'{path} is truncated or not a PyTorch checkpoint ({_torch_reason(e)}); download or copy it again') from None
 
 # %% ../nbs/08_checkpoint.ipynb #d8595c08
 def check_checkpoint(ckpt, where:str='the checkpoint') -> dict:
-    "One-line `UserError` naming `where` unless `ckpt` holds a valid `model_kwargs` and a `model_state` that fits it."
+    "One-line `UserError` naming `where` unless `ckpt` holds a valid `model_kwargs` and a finite `model_state` that fits it."
     if not isinstance(ckpt, dict) or 'model_state' not in ckpt or 'model_kwargs' not in ckpt:
         have = sorted(map(str, ckpt))[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise UserError(f'{where} is not an sg2im checkpoint (needs model_kwargs and model_state; found {have})')
@@ -172,13 +214,14 @@ def check_checkpoint(ckpt, where:str='the checkpoint') -> dict:
 def load_checkpoint(path,                 # a .pt file written by sg2im or sg2im_nb
                     map_location='cpu',   # passed to torch.load
                     generator:bool=True,  # check that it holds a generator (False: any dict, e.g. a `_no_model.pt`)
+                    what:str='checkpoint', # what the file should be, for the messages
+                    hint:str='check the path, or get the released models with `sg2im-download models`', # how to get one
                    ) -> dict:
-    "Load and check a checkpoint (`check_archive`, the safe unpickler, `check_checkpoint`); one-line errors for bad files."
-    path = Path(path)
-    if not path.is_file(): raise UserError(f'checkpoint not found: {path} (check the path, or get the released models with `sg2im-download models`)')
+    "Load and check a checkpoint (`check_file`, `check_archive`, the safe unpickler, `check_checkpoint`); one-line errors for bad files."
+    path = check_file(path, what, hint, inside='checkpoint_with_model.pt')  # the file sg2im-train writes
     ckpt = _unpickle(check_archive(path), map_location)
     if not generator:
-        if not isinstance(ckpt, dict): raise UserError(f'{path} is a {type(ckpt).__name__}, not a checkpoint dict')
+        if not isinstance(ckpt, dict): raise UserError(f'{path} is a {type(ckpt).__name__}, not a {what} dict')
         return ckpt
     return check_checkpoint(ckpt, str(path))
 
@@ -192,15 +235,28 @@ def build_model(checkpoint,        # a checkpoint dict, or a path to one
     ckpt = load_checkpoint(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else check_checkpoint(checkpoint)
     try: model = Sg2ImModel(**ckpt['model_kwargs'])
     except (UserError, ValueError, TypeError, KeyError, RuntimeError) as e:
-        raise UserError(f'{where}: model_kwargs do not describe a model ({one_line(e)[:120]})') from None
+        raise UserError(f'{where}: model_kwargs do not describe a model ({clip(e, 120)})') from None
     try: model.load_state_dict(ckpt['model_state'], strict=True)
     except RuntimeError as e:
-        raise UserError(f'{where}: parameters do not fit its model_kwargs: {str(e).splitlines()[0][:160]}') from None
+        raise UserError(f'{where}: parameters do not fit its model_kwargs: {clip(str(e).splitlines()[0], 160)}') from None
     model.to(device)
     return model.eval() if eval_mode else model
 
 # %% ../nbs/08_checkpoint.ipynb #c3b98310
+class _Remembering(io.RawIOBase):
+    "A writable file object over `f` that keeps the `OSError` of a failed write (torch.save replaces it by a RuntimeError)."
+    def __init__(self, f): self.f, self.error = f, None
+    def writable(self): return True
+    def write(self, b):
+        try: return self.f.write(b)
+        except OSError as e: self.error = e; raise
+
 def save_checkpoint(obj:dict, path) -> Path:
-    "Write `obj` to `path` atomically."
-    with atomic_write(path) as tmp: torch.save(obj, tmp)
+    "Write `obj` to `path` atomically; a full disk raises the `OSError` (naming `path`), not torch's RuntimeError."
+    with atomic_write(path) as tmp, open(tmp, 'wb') as f:
+        out = _Remembering(f)
+        try: torch.save(obj, out)
+        except RuntimeError:
+            if out.error is None: raise
+            raise out.error from None
     return Path(path)

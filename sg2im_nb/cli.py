@@ -6,15 +6,16 @@ Docs: https://sg2im-nb.github.io/sg2im_nb/cli.html.md"""
 
 # %% ../nbs/00a_cli.ipynb #5434317d
 from __future__ import annotations
-import argparse, contextlib, functools, inspect, json, math, os, sys, tempfile
+import argparse, contextlib, errno, functools, inspect, json, math, os, re, stat, sys, tempfile
 from pathlib import Path
 import torch
 from fastcore.script import anno_parser
 
 # %% auto #0
-__all__ = ['SEED_MAX', 'MAX_JSON_DEPTH', 'DEVICES', 'UserError', 'one_line', 'user_message', 'cli_errors', 'command_name',
-           'CliParser', 'run_cli', 'script', 'check_seed', 'check_int', 'check_positive', 'json_depth', 'parse_json',
-           'check_output_dir', 'check_output_file', 'get_device', 'file_mode', 'atomic_write']
+__all__ = ['SEED_MAX', 'MAX_JSON_DEPTH', 'DISK_FULL', 'DEVICES', 'UserError', 'one_line', 'user_message', 'cli_errors', 'clip',
+           'command_name', 'CliParser', 'run_cli', 'script', 'check_seed', 'check_int', 'check_positive', 'json_depth',
+           'parse_json', 'check_output_dir', 'check_output_file', 'file_kind', 'check_file', 'get_device', 'file_mode',
+           'atomic_write']
 
 # %% ../nbs/00a_cli.ipynb #bf3c9734
 class UserError(ValueError):
@@ -36,18 +37,41 @@ def user_message(e:Exception) -> str:
         msg = last.split(': ', 1)[1] if ': ' in last else last
     return one_line(msg)
 
+DISK_FULL = {errno.ENOSPC: 'no space left on the disk', errno.EDQUOT: 'the disk quota is used up',
+             errno.EFBIG: 'the file would exceed the largest file allowed here (`ulimit -f`, or the file system)'}
+
+def _disk_line(e:OSError) -> str:
+    where = f' {e.filename}' if e.filename else ' (a file)'
+    return f'cannot write{where}: {DISK_FULL[e.errno]}; free some space, or write elsewhere'
+
 @contextlib.contextmanager
 def cli_errors():
-    "Turn `UserError` (and an `OSError` about a file) into `error: <message>` on stderr and exit code 2."
+    "Turn `UserError`, a full disk, an `OSError` about a file and Ctrl-C into `error: <message>` on stderr and exit code 2 (130 for Ctrl-C)."
     try: yield
     except UserError as e:
         print(f'error: {user_message(e)}', file=sys.stderr)
         raise SystemExit(2)
+    except KeyboardInterrupt:
+        print('error: interrupted (Ctrl-C)', file=sys.stderr)
+        raise SystemExit(130)
     except OSError as e:
+        if e.errno in DISK_FULL: print(f'error: {_disk_line(e)}', file=sys.stderr); raise SystemExit(2)
         if e.filename is None: raise
         why = e.strerror or type(e).__name__
         print(f'error: cannot use {e.filename}: {why}; check the path, its permissions and the free space', file=sys.stderr)
         raise SystemExit(2)
+
+# %% ../nbs/00a_cli.ipynb #9274444a
+def clip(msg, # any message (it is made one line first)
+         limit:int=160, # the most characters to keep
+        ) -> str:
+    "`msg` on one line, shortened to the whole sentences that fit in `limit`, or to whole words and '...'."
+    s = one_line(msg)
+    if len(s) <= limit: return s
+    ends = [m.start() for m in re.finditer(r'[.;!?](?=\s)', s[:limit + 1]) if m.start() > 0]
+    if ends: return s[:ends[-1]]
+    words = s[:limit - 2].rsplit(' ', 1)[0] if ' ' in s[:limit - 2] else s[:limit - 3]  # a word that ends at the cut stays
+    return words.rstrip(',;:') + '...'
 
 # %% ../nbs/00a_cli.ipynb #bf165a01
 def command_name(module:str, # the module of the command's function, e.g. 'sg2im_nb.inference'
@@ -173,6 +197,33 @@ def check_output_file(path, what:str='--output') -> Path:
     check_output_dir(p.parent, what=f'{what} {p}: the folder')
     return p
 
+# %% ../nbs/00a_cli.ipynb #753f63bc
+def file_kind(mode:int) -> str|None:
+    "What a file of `os.stat` mode `mode` is, in words, when it is not a regular file; None for a regular file."
+    if stat.S_ISREG(mode): return None
+    if stat.S_ISDIR(mode): return 'a folder'
+    if stat.S_ISFIFO(mode): return 'a named pipe (FIFO)'
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode): return 'a device'
+    return 'a socket' if stat.S_ISSOCK(mode) else 'a special file'
+
+def check_file(path, # the path to read
+               what:str='file', # what the file should be, for the messages ('checkpoint', 'image', ...)
+               hint:str='check the path', # how to get one, for the not-found message
+               inside:str=None, # for a folder: a file name to suggest if the folder holds it
+              ) -> Path:
+    "`path` if it is a regular file (after symbolic links); else a one-line `UserError` saying what it is, without opening it."
+    p = Path(path)
+    try: mode = os.stat(p).st_mode
+    except FileNotFoundError: raise UserError(f'{what} not found: {p}; {hint}') from None
+    except NotADirectoryError: raise UserError(f'{what} not found: {p} (a part of the path is a file); {hint}') from None
+    except ValueError: raise UserError(f'{what} path {str(p)[:80]!r} holds a NUL character; fix the path') from None
+    kind = file_kind(mode)
+    if kind == 'a folder':
+        such = f', such as {p / inside}' if inside and (p / inside).is_file() else ''
+        raise UserError(f'{what} {p} is a folder, not a file; pass the file itself{such}')
+    if kind: raise UserError(f'{what} {p} is {kind}, not a regular file; pass the {what} file itself')
+    return p
+
 # %% ../nbs/00a_cli.ipynb #0fe1abd8
 DEVICES = 'auto, cpu, cuda, cuda:N, gpu or mps'
 
@@ -215,7 +266,7 @@ def atomic_write(path): # the file to write (its folder is made if needed)
         with open(tmp, 'rb+') as f: os.fsync(f.fileno())
         os.chmod(tmp, file_mode())  # mkstemp makes 0600 files; ours get the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in DISK_FULL: raise OSError(e.errno, e.strerror, str(path)) from None  # name the file
         raise
-

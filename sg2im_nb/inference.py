@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import NamedTuple, Optional
+from tqdm import tqdm
 import numpy as np
 import torch
 import sg2im_nb
@@ -167,22 +168,25 @@ def run_model(checkpoint=None,            # checkpoint path (None: the shapes mo
               device='auto',              # auto, cpu, gpu, cuda or mps
               seed:int=None,              # base noise seed for graphs without a "seed"
               amp:str='auto',             # precision: auto (bf16 where native, else float32), none, bf16 or fp16
+              progress:bool=True,         # a progress bar over the graphs (on stderr)
              ) -> list:
-    "The `sg2im-run-model` command as a function: check everything, generate, then write; return the paths written."
+    "The `sg2im-run-model` command as a function: check everything, then generate and write graph by graph; return the paths written."
     for name, v in (('draw_scene_graphs', draw_scene_graphs), ('save_layouts', save_layouts)):
         if v not in (0, 1, True, False): raise UserError(f'--{name} must be 0 or 1, got {v!r}')
     if seed is not None: check_seed(seed)
     out = check_output_dir(output_dir)
     sgs = load_scene_graphs(scene_graphs_json)
     model = load_model(checkpoint, device)
-    results = generate(model, sgs, seed=seed, amp=amp)
-    pictures = []
-    for i, r in enumerate(results):
-        pictures.append((f'img{i:06d}.png', r.image))
-        if draw_scene_graphs: pictures.append((f'sg{i:06d}.png', draw_scene_graph(r.objs, r.triples)))
-        if save_layouts: pictures.append((f'layout{i:06d}.png', layout_picture(r)))
+    check_scene_graphs(model.vocab, sgs)  # every graph, before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    return [save_png(img, out/name) for name, img in pictures]
+    written = []
+    for i, sg in enumerate(tqdm(sgs, desc='scene graphs', unit='graph', disable=not progress)):
+        s = None if seed is None else (seed + i) % (SEED_MAX + 1)  # what generate gives graph i of the whole list
+        r = generate(model, sg, seed=s, amp=amp)[0]
+        written.append(save_png(r.image, out/f'img{i:06d}.png'))
+        if draw_scene_graphs: written.append(save_png(draw_scene_graph(r.objs, r.triples), out/f'sg{i:06d}.png'))
+        if save_layouts: written.append(save_png(layout_picture(r), out/f'layout{i:06d}.png'))
+    return written
 
 # %% ../nbs/30_inference.ipynb #6c0691ae
 @script

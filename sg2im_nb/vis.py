@@ -6,16 +6,16 @@ Docs: https://sg2im-nb.github.io/sg2im_nb/vis.html.md"""
 
 # %% ../nbs/09_vis.ipynb #a9253f92
 from __future__ import annotations
-import colorsys, io, shutil, subprocess
+import colorsys, io, shutil, subprocess, unicodedata
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
-from .cli import UserError
+from .cli import UserError, clip
 from .cli import atomic_write
 
 # %% auto #0
-__all__ = ['color_for', 'scene_graph_to_dot', 'draw_scene_graph', 'resize_nearest', 'draw_layout', 'overlay_boxes', 'image_grid',
-           'save_png']
+__all__ = ['LABEL_MAX', 'color_for', 'label', 'scene_graph_to_dot', 'draw_scene_graph', 'resize_nearest', 'draw_layout',
+           'overlay_boxes', 'image_grid', 'save_png']
 
 # %% ../nbs/09_vis.ipynb #08669084
 def color_for(i:int, # object index
@@ -29,7 +29,16 @@ def color_for(i:int, # object index
 def _hex(rgb): return '#%02x%02x%02x' % tuple(rgb)
 
 # %% ../nbs/09_vis.ipynb #8861316a
-def _q(s): return '"' + str(s).replace('\\', '\\\\').replace('"', '\\"') + '"'
+LABEL_MAX = 40
+
+def label(name, # an object or predicate name
+          limit:int=LABEL_MAX, # the most characters to show
+         ) -> str:
+    "`name` as drawable text: control characters and lone surrogates shown as '?', cut to `limit` characters with '...'."
+    s = ''.join('?' if unicodedata.category(ch) in ('Cc', 'Cs') else ch for ch in str(name)[:limit + 1])
+    return s if len(s) <= limit else s[:limit - 3] + '...'
+
+def _q(s): return '"' + label(s).replace('\\', '\\\\').replace('"', '\\"') + '"'
 
 def _as_int(x): return int(x.item() if hasattr(x, 'item') else x)
 
@@ -38,10 +47,11 @@ def scene_graph_to_dot(objs:list,      # O object names
                        rankdir:str='LR', # Graphviz layout direction: LR or TB
                        skip=('__image__', '__in_image__'), # object and predicate names to leave out
                        fontsize:int=12,
+                       max_inches:float=30, # the drawing is scaled down to fit a square of this side (at 72 dpi: 2160 px)
                        colors:list=None, # O fill colours '#rrggbb' (default: `color_for` of each index)
                       ) -> str:
-    "The scene graph as Graphviz DOT text."
-    lines = ['digraph G {', f'  rankdir={rankdir}; nodesep=0.25; ranksep=0.3; margin=0.05; bgcolor=white;',
+    "The scene graph as Graphviz DOT text (names made drawable by `label`)."
+    lines = ['digraph G {', f'  rankdir={rankdir}; nodesep=0.25; ranksep=0.3; margin=0.05; bgcolor=white; size="{max_inches:g},{max_inches:g}";',
              f'  node [fontname="Helvetica", fontsize={fontsize}]; edge [color="#555555", arrowsize=0.6];']
     keep = [i for i, name in enumerate(objs) if name not in skip]
     for i in keep:
@@ -49,7 +59,7 @@ def scene_graph_to_dot(objs:list,      # O object names
     for k, (s, p, o) in enumerate(triples):
         s, o = _as_int(s), _as_int(o)
         if not (0 <= s < len(objs) and 0 <= o < len(objs)):
-            raise UserError(f'triple {k} ({s}, {p!r}, {o}) points outside the {len(objs)} objects; indices must be 0..{len(objs) - 1}')
+            raise UserError(f'triple {k} ({s}, {label(p)!r}, {o}) points outside the {len(objs)} objects; indices must be 0..{len(objs) - 1}')
         if p in skip or s not in keep or o not in keep: continue
         lines.append(f'  p{k} [label={_q(p)}, shape=ellipse, style=filled, fillcolor="#eeeeee", color="#888888", '
                      f'fontsize={fontsize - 2}, height=0.25, margin="0.04,0.01"];')
@@ -59,7 +69,7 @@ def scene_graph_to_dot(objs:list,      # O object names
 # %% ../nbs/09_vis.ipynb #f170a01d
 def draw_scene_graph(objs:list,      # O object names
                      triples:list,   # T (subject index, predicate name, object index)
-                     output_path=None, # also write the PNG here
+                     output_path=None, # also write the PNG here (atomically)
                      rankdir:str='LR', # Graphviz layout direction: LR or TB
                      skip=('__image__', '__in_image__'), # names to leave out
                      dpi:int=72,     # resolution of the PNG
@@ -69,8 +79,11 @@ def draw_scene_graph(objs:list,      # O object names
     if dot is None: raise UserError("Graphviz 'dot' not found; install it (apt-get install graphviz / brew install graphviz)")
     src = scene_graph_to_dot(objs, triples, rankdir=rankdir, skip=skip)
     res = subprocess.run([dot, '-Tpng', f'-Gdpi={int(dpi)}'], input=src.encode(), capture_output=True)
-    if res.returncode != 0: raise RuntimeError(f'dot failed: {res.stderr.decode(errors="replace").strip()}')
-    if output_path is not None: Path(output_path).write_bytes(res.stdout)
+    if res.returncode != 0:
+        raise UserError(f'Graphviz dot could not draw the scene graph ({clip(res.stderr.decode(errors="replace"), 120)}); '
+                        'leave out --draw_scene_graphs, or report the graph')
+    if output_path is not None:
+        with atomic_write(output_path) as tmp: tmp.write_bytes(res.stdout)
     img = Image.open(io.BytesIO(res.stdout)).convert('RGBA')
     page = Image.new('RGBA', img.size, (255, 255, 255, 255))  # dot leaves its padding transparent: lay it on white
     return Image.alpha_composite(page, img).convert('RGB')
@@ -120,7 +133,7 @@ def draw_layout(boxes,          # (O, 4) boxes (x0, y0, x1, y1) in [0, 1]
 # %% ../nbs/09_vis.ipynb #6b57a52a
 def overlay_boxes(img:np.ndarray,  # (H, W, 3) uint8 image
                   boxes,           # (O, 4) boxes (x0, y0, x1, y1) in [0, 1]
-                  labels=None,     # O strings written at the top-left corner of each box
+                  labels=None,     # O strings written at the top-left corner of each box (through `label`)
                   width:int=1,     # line width in pixels
                  ) -> np.ndarray:
     "A copy of `img` with coloured box outlines and labels drawn on it."
@@ -131,8 +144,9 @@ def overlay_boxes(img:np.ndarray,  # (H, W, 3) uint8 image
         x0, y0, x1, y1 = _pixel_box(b, H, W)
         d.rectangle([x0, y0, x1 - 1, y1 - 1], outline=color_for(i), width=width)
         if labels is not None:
-            tb = d.textbbox((x0 + 1, y0), str(labels[i]))
-            d.rectangle(tb, fill=color_for(i, light=True)); d.text((x0 + 1, y0), str(labels[i]), fill=(0, 0, 0))
+            text = label(labels[i])  # drawable, and short enough to read
+            tb = d.textbbox((x0 + 1, y0), text)
+            d.rectangle(tb, fill=color_for(i, light=True)); d.text((x0 + 1, y0), text, fill=(0, 0, 0))
     return np.asarray(im)
 
 # %% ../nbs/09_vis.ipynb #f876992c

@@ -1,5 +1,5 @@
 "Tests of sg2im_nb.data.download against a local HTTP server on 127.0.0.1 (nothing reaches the internet)."
-import hashlib, io, json, os, re, socket, subprocess, sys, threading, zipfile
+import hashlib, io, json, os, re, resource, signal, socket, subprocess, sys, threading, time, zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from sg2im_nb.cli import run_cli
@@ -30,6 +30,8 @@ class Handler(BaseHTTPRequestHandler):
     timeout = 5
 
     def do_GET(self):
+        mode = self.server.modes.get(self.path)
+        if mode is not None: return self.hostile(mode)
         srv, rng = self.server, self.headers.get('Range')
         srv.log.append((self.path, rng)); srv.if_range.append(self.headers.get('If-Range'))
         data = srv.files.get(self.path)
@@ -47,7 +49,30 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header('Content-Length', str(len(data) - start)); self.end_headers()
         body = data[start:][:srv.drop.pop(self.path, None)]
         srv.sent.append((self.path, len(body)))  # recorded before writing: the client may finish before this thread
-        self.wfile.write(body)
+        pace = srv.pace.get(self.path)
+        try:
+            if pace is None: self.wfile.write(body)
+            else:  # (bytes, seconds): a slow but steady server
+                for k in range(0, len(body), pace[0]): self.wfile.write(body[k:k + pace[0]]); self.wfile.flush(); time.sleep(pace[1])
+        except OSError: pass  # the client hung up
+
+    def hostile(self, mode):
+        """endless: zeros without end, no Content-Length; trickle: 2 bytes a second; slow-headers: the headers 1 byte a second;
+        bad-length: Content-Length abc."""
+        try:
+            if mode == 'slow-headers':
+                for ch in b'HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n':
+                    self.wfile.write(bytes([ch])); self.wfile.flush(); time.sleep(1)
+                return
+            self.send_response(200); self.send_header('Content-Type', 'application/octet-stream')
+            if mode == 'bad-length': self.send_header('Content-Length', 'abc')
+            self.end_headers()
+            if mode == 'endless':
+                while True: self.wfile.write(bytes(1 << 16))
+            elif mode == 'trickle':
+                for _ in range(120): self.wfile.write(b'PK'); self.wfile.flush(); time.sleep(1)
+            else: self.wfile.write(BLOB)
+        except OSError: pass  # the client hung up
 
     def log_message(self, *args): pass
 
@@ -56,6 +81,7 @@ class Handler(BaseHTTPRequestHandler):
 def server():
     srv = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
     srv.files, srv.drop, srv.log, srv.sent, srv.if_range, srv.types, srv.etags = {MODEL: BLOB}, {}, [], [], [], {}, True
+    srv.modes, srv.pace = {}, {}
     srv.url = f'http://127.0.0.1:{srv.server_address[1]}'
     t = threading.Thread(target=srv.serve_forever, kwargs=dict(poll_interval=0.1), daemon=True)
     t.start()
@@ -71,10 +97,21 @@ def closed_url():
     return f'http://127.0.0.1:{port}'
 
 
-def _cli(*args):
+def _cli(*args, file_size_limit=None):
+    "The command as a process; `file_size_limit`: the most bytes it may write to one file (RLIMIT_FSIZE: writes past it fail with EFBIG)."
     env = {k: v for k, v in os.environ.items() if k != 'SG2IM_BASE_URL'}
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
     return subprocess.run([sys.executable, '-m', 'sg2im_nb.data.download', *map(str, args)], capture_output=True,
-                          text=True, timeout=60, env=env)
+                          text=True, timeout=60, env=env, preexec_fn=limit if file_size_limit else None)
+
+
+def _one_error(res):
+    "The one `error:` line of a finished command (progress bars aside), after checking there is nothing else."
+    lines = [l for l in res.stderr.strip().splitlines() if l.strip() and 'B/s]' not in l and '?B/s' not in l]
+    assert 'Traceback' not in res.stderr and len(lines) == 1 and lines[0].startswith('error: '), res.stderr[-3000:]
+    return lines[0]
 
 
 def _zip(members, method=zipfile.ZIP_DEFLATED):
@@ -270,3 +307,78 @@ def test_corrupt_zip_leaves_no_folder(server, tmp_path):
     good.write_bytes(_zip({'VG_100K/1.jpg': b'x'}))
     assert unpack(good, vg / 'images') == vg / 'images'
     assert (vg / 'images' / 'VG_100K' / '1.jpg').is_file() and (vg / 'images' / '.good.zip.unpacked').is_file()
+
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# issue 23, items 8 and 10: sizes, stalls, bad headers, full disks, Ctrl-C
+
+def test_endless_stream_is_stopped(server, tmp_path):
+    "A server that streams without end (no Content-Length) is stopped at the file's ceiling, and nothing is kept."
+    server.modes['/endless.pt'] = 'endless'
+    with pytest.raises(DownloadError, match=r'the server sent more than 1,048,576 bytes \(1 MiB\), the most this file can have'):
+        fetch(Resource('https://example.org/endless.pt', 'e.pt', max_size=1 << 20), tmp_path, server.url, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    assert all(r.max_size for rs in COLLECTIONS.values() for r in rs)  # every published file has a ceiling
+
+
+def test_announced_size_over_the_ceiling(server, tmp_path):
+    with pytest.raises(DownloadError, match=f'the server announces {N:,} bytes, more than the 1 KiB this file can have'):
+        fetch(Resource(COLLECTIONS['models'][0].url, 'x.pt', max_size=1024), tmp_path, server.url, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize('mode', ['trickle', 'slow-headers'])
+def test_trickle_is_timed_out_cli(mode, server, tmp_path):
+    "2 bytes a second never trips a socket timeout; --timeout 1 still stops it, with one line."
+    server.modes['/sg2im-data/small/coco64.pt'] = mode
+    t0 = time.monotonic()
+    res = _cli('models', '--only', 'coco64', '--dir', tmp_path, '--base_url', server.url, '--timeout', '1')
+    print(f'{mode}: stopped after {time.monotonic() - t0:.1f} s (the process, start-up included)')
+    assert res.returncode == 2
+    line = _one_error(res)
+    assert 'the transfer stalled' in line and 'bytes/s' in line and '--timeout span of 1 s' in line, line
+
+
+def test_bad_content_length_cli(server, tmp_path):
+    server.modes['/sg2im-data/small/coco64.pt'] = 'bad-length'
+    res = _cli('models', '--only', 'coco64', '--dir', tmp_path, '--base_url', server.url)
+    assert res.returncode == 2
+    assert "the server sent a bad reply: Content-Length 'abc' is not a number of bytes" in _one_error(res)
+
+
+def test_full_disk_names_it_and_resumes(server, tmp_path):
+    "A file-size limit (EFBIG, as a full disk gives ENOSPC): one line naming the .part and the cause; then a resume."
+    res = _cli('models', '--only', 'coco64', '--dir', tmp_path, '--base_url', server.url, file_size_limit=8192)
+    assert res.returncode == 2
+    line = _one_error(res)
+    part = tmp_path / 'sg2im-models' / 'coco64.pt.part'
+    assert f'cannot write {part}: the file would exceed the largest file allowed here' in line, line
+    assert 'run the same command again to resume' in line and part.stat().st_size == 8192
+    res = _cli('models', '--only', 'coco64', '--dir', tmp_path, '--base_url', server.url)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / 'sg2im-models' / 'coco64.pt').read_bytes() == BLOB and server.log[-1] == (MODEL, 'bytes=8192-')
+
+
+def test_ctrl_c_one_line_then_resume(server, tmp_path):
+    "Ctrl-C during a slow download: one line naming the kept .part, exit 130; the next run fetches only the rest."
+    server.pace[MODEL] = (512, 0.1)  # 5 KiB/s: slow, above the least pace
+    env = {k: v for k, v in os.environ.items() if k != 'SG2IM_BASE_URL'}
+    p = subprocess.Popen([sys.executable, '-m', 'sg2im_nb.data.download', 'models', '--only', 'coco64', '--dir', str(tmp_path),
+                          '--base_url', server.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    part = tmp_path / 'sg2im-models' / 'coco64.pt.part'
+    try:
+        while p.poll() is None and not (part.is_file() and part.stat().st_size >= 1024): time.sleep(0.05)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None: p.kill()
+    assert p.returncode == 130, err[-2000:]
+    line = _one_error(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    assert line.startswith('error: interrupted (Ctrl-C) while downloading') and f'{part} keeps' in line and 'to resume' in line, line
+    kept = part.stat().st_size
+    assert 0 < kept < N
+    server.pace.clear()
+    res = _cli('models', '--only', 'coco64', '--dir', tmp_path, '--base_url', server.url)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / 'sg2im-models' / 'coco64.pt').read_bytes() == BLOB and server.log[-1] == (MODEL, f'bytes={kept}-')

@@ -1,5 +1,5 @@
 "The sg2im-run-model command (sg2im_nb.inference): outputs, pinned boxes, seeds, and one-line errors for bad input."
-import json, os, subprocess, sys
+import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import pytest
@@ -31,6 +31,7 @@ def test_default_command_works(tmp_path):
     im = Image.open(tmp_path / 'out' / 'img000000.png')
     assert im.mode == 'RGB' and im.size == (64, 64)
     assert Image.open(tmp_path / 'out' / 'sg000000.png').size[0] > 64  # a real Graphviz drawing
+    assert f'{n}/{n}' in res.stderr and 'scene graphs' in res.stderr  # the progress bar
     assert not list((tmp_path / 'out').glob('.*'))  # no temporary files left behind
     from sg2im_nb.cli import file_mode
     assert (tmp_path / 'out' / 'img000000.png').stat().st_mode & 0o777 == file_mode()  # not mkstemp's 0600
@@ -123,3 +124,54 @@ def test_every_shapes_scene_graph_runs(tmp_path, monkeypatch):
     for f in sorted((REPO / 'scene_graphs').glob('shapes_*.json')):
         rs = generate(model, json.loads(f.read_text()))
         assert all(r.image.shape == (64, 64, 3) and r.image.dtype == np.uint8 for r in rs), f
+
+
+
+class _BarWatcher:
+    "Stands for stderr: at every progress-bar line, notes (graphs done, files in `folder`)."
+    def __init__(self, folder): self.folder, self.seen = Path(folder), []
+    def write(self, text):
+        import re
+        for done in re.findall(r'scene graphs:.*?(\d+)/\d+', text):
+            files = sorted(q.name for q in self.folder.glob('*.png')) if self.folder.exists() else []
+            self.seen.append((int(done), files))
+        return len(text)
+    def flush(self): pass
+
+
+def test_files_written_graph_by_graph(tmp_path, monkeypatch):
+    "Issue 23, 14: when the progress bar says k graphs are done, their files are already on disk (not all at the end)."
+    monkeypatch.delenv('SG2IM_CHECKPOINT', raising=False)
+    n = 12
+    src = tmp_path / 'many.json'; src.write_text(json.dumps([dict(GOOD, seed=i) for i in range(n)]))
+    watcher = _BarWatcher(tmp_path / 'out')
+    monkeypatch.setattr(sys, 'stderr', watcher)
+    run_model(None, src, tmp_path / 'out', draw_scene_graphs=1, device='cpu')
+    monkeypatch.undo()
+    mid = [(k, files) for k, files in watcher.seen if 0 < k < n]
+    assert mid, watcher.seen  # the bar moved while the run went on
+    for k, files in mid:
+        assert {f'img{i:06d}.png' for i in range(k)} | {f'sg{i:06d}.png' for i in range(k)} <= set(files), (k, files)
+    assert watcher.seen[-1][0] == n and len(watcher.seen[-1][1]) == 2 * n
+
+
+def test_ctrl_c_one_line_whole_files(tmp_path):
+    "Ctrl-C during a long sg2im-run-model: one line, exit 130, the finished graphs' files kept, no temporary file left."
+    src = tmp_path / 'many.json'; src.write_text(json.dumps([dict(GOOD, seed=i) for i in range(400)]))
+    out = tmp_path / 'out'
+    env = {k: v for k, v in os.environ.items() if k != 'SG2IM_CHECKPOINT'}
+    p = subprocess.Popen([sys.executable, '-m', 'sg2im_nb.inference', '--scene_graphs_json', str(src), '--output_dir', str(out),
+                          '--draw_scene_graphs', '1', '--device', 'cpu'], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         cwd=REPO, env=env)
+    try:
+        while p.poll() is None and not (out / 'sg000001.png').exists(): time.sleep(0.05)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None: p.kill()
+    assert p.returncode == 130, err[-2000:]
+    lines = [l for l in err.splitlines() if l.strip() and 'graph/s]' not in l and 's/graph]' not in l]
+    assert lines == ['error: interrupted (Ctrl-C)'], err[-2000:]
+    names = sorted(q.name for q in out.iterdir())
+    assert not [q for q in names if q.startswith('.')], names  # no temporary file left
+    assert 2 <= len(names) < 800 and all(Image.open(out / q).size[0] > 0 for q in names)  # whole PNGs, not all of them

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
-from ..cli import UserError
+from ..cli import UserError, clip
 from ..scene_graph import closest_names
-from .common import Sample, check_path, read_json, load_image, image_to_float, check_image_size, in_image_triples, sample_rng
+from .common import Sample, check_path, check_file_name, read_json, load_image, image_to_float, check_image_size, in_image_triples, sample_rng
 
 # %% auto #0
 __all__ = ['PREDICATES', 'coco_relationship', 'coco_predicates', 'mask_centroids', 'coco_triples', 'decode_mask',
@@ -142,11 +142,12 @@ def coco_vocab(instances:dict, stuff:dict|None=None) -> dict:
 def _num(v) -> bool: return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 def _check_images(d:dict, path) -> dict:
-    "{id: image} of a loaded COCO file; every image needs an id, a file name and a positive width and height."
+    "{id: image} of a loaded COCO file; every image needs an id, a file name inside the image folder and a positive width and height."
     images = {}
     for im in d['images']:
         if not isinstance(im, dict) or 'id' not in im or not isinstance(im.get('file_name'), str):
             raise UserError(f'{str(path)!r}: image {str(im)[:60]} needs an "id" and a "file_name"; fix the file')
+        check_file_name(im['file_name'], f'{str(path)!r}: image {str(im["id"])[:20]}')
         w, h = im.get('width'), im.get('height')
         if not (_num(w) and _num(h) and w > 0 and h > 0):
             raise UserError(f'{str(path)!r}: image {im["id"]} has width {str(w)[:20]} and height {str(h)[:20]}; both must be positive numbers')
@@ -213,7 +214,7 @@ def _coco_record(im:dict, anns:list, image_dir:Path, image_size:tuple, M:int) ->
         objs.append(a['category_id']); boxes.append([x / W, y / H, (x + w) / W, (y + h) / H])
         try: masks.append(crop_resize_mask(decode_mask(a['segmentation'], int(H), int(W)), a['bbox'], M))
         except (TypeError, ValueError, IndexError, KeyError, OverflowError) as e:  # pycocotools on a damaged segmentation
-            raise UserError(f'annotation {a.get("id")} of image {im["id"]} has a damaged segmentation ({str(e)[:60]}); fix or remove it') from None
+            raise UserError(f'annotation {a.get("id")} of image {im["id"]} has a damaged segmentation ({clip(e, 80)}); fix or remove it') from None
     objs.append(0); boxes.append([0., 0., 1., 1.]); masks.append(torch.ones(M, M))
     return {'image': image, 'objs': torch.tensor(objs, dtype=torch.long), 'boxes': torch.tensor(boxes, dtype=torch.float32),
             'masks': torch.stack(masks)}

@@ -6,18 +6,19 @@ Docs: https://sg2im-nb.github.io/sg2im_nb/data_common.html.md"""
 
 # %% ../../nbs/11_data_common.ipynb #e101e9c8
 from __future__ import annotations
+import os
 from dataclasses import dataclass, fields
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import NamedTuple, Optional
 import numpy as np
 import torch
 from PIL import Image
-from ..cli import UserError, parse_json
+from ..cli import UserError, parse_json, file_kind, clip
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'normalize_images', 'denormalize_images', 'to_uint8', 'Sample', 'Batch',
            'collate_scene_graphs', 'split_batch', 'check_path', 'read_json', 'load_image', 'image_to_float',
-           'check_image_size', 'in_image_triples', 'sample_rng']
+           'check_image_size', 'check_file_name', 'in_image_triples', 'sample_rng']
 
 # %% ../../nbs/11_data_common.ipynb #8b661136
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -111,11 +112,17 @@ def split_batch(batch:Batch) -> list:
     return out
 
 # %% ../../nbs/11_data_common.ipynb #abccb554
+def _kind_or_missing(p:Path) -> str|None:
+    try: return file_kind(os.stat(p).st_mode)
+    except (OSError, ValueError): return 'missing'  # not there, a part of the path is a file, or a NUL in the name
+
 def check_path(path, what:str='file', is_dir:bool=False) -> Path:
-    "`path` as a `Path`, or a `UserError` naming it if it does not exist (or is not a folder / file)."
+    "`path` as a `Path`, or a `UserError` naming it if it does not exist, or is not a folder (a regular file)."
     p = Path(path)
     if is_dir and not p.is_dir(): raise UserError(f'{what} {str(p)!r} is not a folder; check the path')
-    if not is_dir and not p.is_file(): raise UserError(f'{what} {str(p)!r} not found; check the path')
+    kind = None if is_dir else _kind_or_missing(p)
+    if kind == 'missing': raise UserError(f'{what} {str(p)!r} not found; check the path')
+    if kind: raise UserError(f'{what} {str(p)!r} is {kind}, not a regular file; pass the file itself')
     return p
 
 def read_json(path, what:str='JSON file',
@@ -129,6 +136,9 @@ def read_json(path, what:str='JSON file',
 def load_image(path, size=None) -> tuple:
     "(uint8 (3, H, W) tensor, (width, height) of the file) of an RGB image, resized to `size` = (H, W) if given."
     p = Path(path)
+    kind = _kind_or_missing(p)
+    if kind == 'missing': raise UserError(f'image {str(p)!r} is listed in the annotations but missing on disk; check the image folder')
+    if kind: raise UserError(f'image {str(p)!r} is {kind}, not a regular file; put the image file itself there')
     try:
         with Image.open(p) as im:
             W0, H0 = im.size
@@ -137,7 +147,7 @@ def load_image(path, size=None) -> tuple:
             arr = np.asarray(im)
     except FileNotFoundError: raise UserError(f'image {str(p)!r} is listed in the annotations but missing on disk; check the image folder') from None
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
-        why = str(e).replace(f"'{p}'", 'it').replace(str(p), 'it')[:100]  # PIL repeats the path
+        why = clip(str(e).replace(f"'{p}'", 'it').replace(str(p), 'it'), 100)  # PIL repeats the path
         raise UserError(f'cannot read image {str(p)!r} ({why}); the file may be damaged') from None
     return torch.from_numpy(arr.copy()).permute(2, 0, 1), (W0, H0)
 
@@ -156,6 +166,18 @@ def check_image_size(image_size) -> tuple:
     except (TypeError, ValueError): raise UserError(f'image_size must be an int or (H, W), got {image_size!r}') from None
     if not (1 <= H <= 4096 and 1 <= W <= 4096): raise UserError(f'image_size must be 1..4096 pixels a side, got {image_size!r}')
     return H, W
+
+# %% ../../nbs/11_data_common.ipynb #da29fe2a
+def check_file_name(name, # a file name from an annotation file
+                    what:str='an image', # what names it, for the message, e.g. "'instances.json': image 7"
+                   ) -> str:
+    "`name` if it is a relative path that stays inside its folder (not absolute, no `..` part, no NUL); else a one-line `UserError`."
+    if not isinstance(name, str) or not name: raise UserError(f'{what} has file_name {str(name)[:60]!r}, not a file name; fix the file')
+    parts = PurePosixPath(name.replace('\\', '/'))
+    if '\x00' in name or parts.is_absolute() or '..' in parts.parts or PureWindowsPath(name).drive:
+        raise UserError(f'{what} has file_name {name[:80]!r}, which leads outside the image folder (an absolute path, or ..); '
+                        'file names must be paths inside the image folder')
+    return name
 
 # %% ../../nbs/11_data_common.ipynb #09f1da01
 def in_image_triples(num_objs:int, # O, real objects plus __image__

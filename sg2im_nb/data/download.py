@@ -10,15 +10,18 @@ import http.client, json, os, re, shutil, sys, urllib.error, urllib.parse, urlli
 from dataclasses import dataclass
 from pathlib import Path
 from tqdm import tqdm
-from ..cli import UserError, cli_errors, script, one_line, check_positive, check_output_dir
-from .download_verify import DownloadError, sha256_file, looks_like_html, check_content
-from .download_verify import _err, _record, _verify_existing
+from ..cli import UserError, DISK_FULL, cli_errors, script, one_line, check_positive, check_output_dir
+from .download_verify import DownloadError, DownloadInterrupted, sha256_file, looks_like_html, check_content
+from .download_verify import MIN_RATE, Watchdog, content_length, human_size, _err, _record, _verify_existing
 
 # %% auto #0
-__all__ = ['MODELS_URL', 'VG_URL', 'VG_IMAGES_URL', 'COCO_URL', 'ABLATIONS', 'COLLECTIONS', 'Resource', 'resolve_url',
-           'parse_content_range', 'fetch', 'unpack', 'download', 'main']
+__all__ = ['GiB', 'MiB', 'DEFAULT_MAX_SIZE', 'MODELS_URL', 'VG_URL', 'VG_IMAGES_URL', 'COCO_URL', 'ABLATIONS', 'COLLECTIONS',
+           'Resource', 'resolve_url', 'parse_content_range', 'fetch', 'unpack', 'download', 'main']
 
 # %% ../../nbs/60_download.ipynb #8c94fd22
+GiB, MiB = 2**30, 2**20
+DEFAULT_MAX_SIZE = 64 * GiB  # the ceiling of a Resource without size or max_size
+
 @dataclass(frozen=True)
 class Resource:
     "One published file: where it lives, where it goes, what to expect of it, where to unpack it."
@@ -28,6 +31,12 @@ class Resource:
     sha256:str|None=None     # expected SHA-256 hex digest (None: not checked)
     unpack_to:str|None=None  # unpack this zip into this folder (relative to the download folder)
     nested:tuple=()          # zips inside the zip to unpack too, into their own folder (relative to unpack_to)
+    max_size:int|None=None   # the most bytes the file can have, when `size` is unknown (None: DEFAULT_MAX_SIZE)
+
+    @property
+    def limit(self) -> int:
+        "The most bytes a download of this file may bring."
+        return self.size if self.size is not None else (self.max_size or DEFAULT_MAX_SIZE)
 
 # %% ../../nbs/60_download.ipynb #b607d17e
 MODELS_URL = 'https://storage.googleapis.com/sg2im-data/small'
@@ -38,22 +47,24 @@ ABLATIONS = ('coco64_no_gconv', 'coco64_no_relations', 'coco64_no_discriminators
              'coco64_no_obj_discriminator', 'coco64_gt_layout', 'coco64_gt_layout_no_gconv', 'vg64_no_relations',
              'vg64_no_gconv', 'vg64_no_discriminators', 'vg64_no_img_discriminator', 'vg64_no_obj_discriminator')
 
-def _models(names): return [Resource(f'{MODELS_URL}/{n}.pt', f'sg2im-models/{n}.pt') for n in names]
-def _vg(name): return Resource(f'{VG_URL}/{name}', f'datasets/vg/{name}', unpack_to='datasets/vg' if name.endswith('.zip') else None)
+def _models(names): return [Resource(f'{MODELS_URL}/{n}.pt', f'sg2im-models/{n}.pt', max_size=512 * MiB) for n in names]
+def _vg(name): return Resource(f'{VG_URL}/{name}', f'datasets/vg/{name}', unpack_to='datasets/vg' if name.endswith('.zip') else None,
+                              max_size=2 * GiB if name.endswith('.zip') else 16 * MiB)
 def _coco(part, name, unpack_to='datasets/coco', **kw):
     return Resource(f'{COCO_URL}/{part}/{name}', f'datasets/coco/{name}', unpack_to=unpack_to, **kw)
 
 COLLECTIONS = {
     'models': _models(('coco64', 'vg64', 'vg128')),
     'ablated': _models(ABLATIONS),
-    'coco': [_coco('annotations', 'annotations_trainval2017.zip'),
-             _coco('annotations', 'stuff_annotations_trainval2017.zip',
+    'coco': [_coco('annotations', 'annotations_trainval2017.zip', max_size=512 * MiB),
+             _coco('annotations', 'stuff_annotations_trainval2017.zip', max_size=2 * GiB,
                    nested=('annotations/stuff_train2017.zip', 'annotations/stuff_val2017.zip')),
-             _coco('zips', 'train2017.zip', 'datasets/coco/images'),
-             _coco('zips', 'val2017.zip', 'datasets/coco/images')],
+             _coco('zips', 'train2017.zip', 'datasets/coco/images', max_size=24 * GiB),
+             _coco('zips', 'val2017.zip', 'datasets/coco/images', max_size=2 * GiB)],
     'vg': [_vg(n) for n in ('objects.json.zip', 'attributes.json.zip', 'relationships.json.zip', 'image_data.json.zip',
                             'object_alias.txt', 'relationship_alias.txt')] +
-          [Resource(f'{VG_IMAGES_URL}/{n}', f'datasets/vg/{n}', unpack_to='datasets/vg/images') for n in ('images.zip', 'images2.zip')],
+          [Resource(f'{VG_IMAGES_URL}/{n}', f'datasets/vg/{n}', unpack_to='datasets/vg/images', max_size=16 * GiB)
+           for n in ('images.zip', 'images2.zip')],
 }
 
 # %% ../../nbs/60_download.ipynb #38263505
@@ -76,8 +87,13 @@ def parse_content_range(value:str) -> tuple:
 
 # %% ../../nbs/60_download.ipynb #417914fd
 def _check_total(res, url, dest, total):
-    if res.size is not None and total is not None and total != res.size:
+    "One line if the size the server gives is not the expected one, or more than the file can have."
+    if total is None: return
+    if res.size is not None and total != res.size:
         raise _err(url, dest, f'the server has {total} bytes but {res.size} are expected',
+                   f'use another --base_url, or download it by hand and place it at {dest}')
+    if total > res.limit:
+        raise _err(url, dest, f'the server announces {total:,} bytes, more than the {human_size(res.limit)} this file can have',
                    f'use another --base_url, or download it by hand and place it at {dest}')
 
 def _finish(res, url, part, dest, expected, root, meta:dict, broken=False) -> Path:
@@ -117,18 +133,34 @@ def _resume_from(part:Path, url:str) -> tuple:
         return 0, {}
     return part.stat().st_size, meta
 
-def _request(url:str, have:int, meta:dict, timeout:float):
-    "Open `url`, asking for the bytes after `have` (If-Range the validator of `meta`) when continuing."
+def _request(url:str, have:int, meta:dict, timeout:float, watch:Watchdog):
+    "Open `url` (its socket watched by `watch`), asking for the bytes after `have` (If-Range the validator of `meta`) when continuing."
     headers = {}
     if have:
         headers['Range'] = f'bytes={have}-'
         validator = meta.get('etag') or meta.get('last_modified')
         if validator: headers['If-Range'] = validator
-    return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    return watch.opener().open(urllib.request.Request(url, headers=headers), timeout=timeout)
 
 # %% ../../nbs/60_download.ipynb #7e62683d
-def _stream(resp, res, url, dest, part, have, meta, progress) -> tuple:
-    "Append (206) or write (200) the reply's body to `part`; return (expected size, validators, broken)."
+def _stalled(url, dest, part:Path, watch:Watchdog) -> DownloadError:
+    got, secs = watch.stalled
+    kept = part.is_file() and part.stat().st_size > 0
+    return _err(url, dest, f'the transfer stalled: {got:,} bytes in {secs:.0f} s, under the {MIN_RATE:,} bytes/s it must keep over every '
+                f'--timeout span of {watch.timeout:g} s', (f'{part} is kept: run the same command again to resume' if kept else
+                'run the same command again') + ', or use another --base_url')
+
+def _write(f, chunk:bytes, url, dest, part:Path):
+    "Write all of `chunk` to the unbuffered file `f`; a full disk is one line that names it (the `.part` is kept)."
+    view = memoryview(chunk)
+    try:
+        while view: view = view[f.write(view):]
+    except OSError as e:
+        why = DISK_FULL.get(e.errno, e.strerror or type(e).__name__)
+        raise _err(url, dest, f'cannot write {part}: {why}', 'free some space, then run the same command again to resume') from None
+
+def _stream(resp, res, url, dest, part, have, meta, progress, watch) -> tuple:
+    "Append (206) or write (200) the reply's body to `part`, at most `res.limit` bytes; return (expected size, validators, broken)."
     if resp.status == 206:
         start, _, total = parse_content_range(resp.headers.get('Content-Range'))
         if start != have or (meta.get('total') is not None and total is not None and total != meta['total']):
@@ -136,23 +168,31 @@ def _stream(resp, res, url, dest, part, have, meta, progress) -> tuple:
             raise _err(url, dest, f'the server resumed at byte {start} of {total}, but {part} holds {have} of {meta.get("total")}; '
                        'it was deleted', 'run the same command again')
     else: have, total, meta = 0, None, {}  # 200: the whole file (changed on the server, or Range ignored): start again
-    length = resp.headers.get('Content-Length')
-    if total is None and length is not None: total = have + int(length)
+    try: length = content_length(resp.headers)
+    except ValueError as e: raise _err(url, dest, f'the server sent a bad reply: {e}', f'use another --base_url, or download it by hand and place it at {dest}') from None
+    if total is None and length is not None: total = have + length
     _check_total(res, url, dest, total)
     try: first = resp.read(512)
-    except (OSError, http.client.HTTPException) as e: raise _err(url, dest, f'cannot download ({one_line(e)})') from None
+    except (OSError, http.client.HTTPException) as e:
+        raise (_stalled(url, dest, part, watch) if watch.timed_out(e) else _err(url, dest, f'cannot download ({one_line(e)})')) from None
     if looks_like_html(first, resp.headers.get('Content-Type')):
         raise _err(url, dest, f'the server answered with an HTML page (Content-Type {resp.headers.get("Content-Type")}), not the file',
                    f'check --base_url and the connection, or download it by hand and place it at {dest}')
     meta = meta or {'url': url, 'total': total, **_validators(resp.headers)}
     _sidecar(part).write_text(json.dumps(meta))
     expected, broken = res.size if res.size is not None else total, False
-    with open(part, 'ab' if have else 'wb') as f, tqdm(total=expected, initial=have, unit='B', unit_scale=True,
-                                                      unit_divisor=1024, desc=dest.name, disable=not progress) as bar:
-        try:
-            chunk = first
-            while chunk: f.write(chunk); bar.update(len(chunk)); chunk = resp.read(1 << 20)
-        except (OSError, http.client.HTTPException): broken = True  # the size check reports it
+    limit, done = (expected if expected is not None else res.limit), have
+    with open(part, 'ab' if have else 'wb', buffering=0) as f, tqdm(total=expected, initial=have, unit='B', unit_scale=True,
+                                                                   unit_divisor=1024, desc=dest.name, disable=not progress) as bar:
+        chunk = first
+        while chunk and done + len(chunk) <= limit:
+            _write(f, chunk, url, dest, part); done += len(chunk); watch.got += len(chunk); bar.update(len(chunk))
+            try: chunk = resp.read1(1 << 16)  # what one read of the socket gives: the watchdog sees every byte arrive
+            except (OSError, http.client.HTTPException) as e: broken, chunk = not watch.timed_out(e), b''  # reported by fetch
+    if chunk:  # more than the file can have: a server that streams without end, or the wrong file
+        part.unlink(); _sidecar(part).unlink(missing_ok=True)
+        raise _err(url, dest, f'the server sent more than {limit:,} bytes ({human_size(limit)}), the most this file can have; '
+                   'the download was stopped and deleted', f'use another --base_url, or download it by hand and place it at {dest}')
     return expected, {k: v for k, v in meta.items() if k in ('etag', 'last_modified')}, broken
 
 # %% ../../nbs/60_download.ipynb #0a37f6a9
@@ -160,7 +200,7 @@ def fetch(res:Resource,        # what to download
           root='.',            # download folder; the file goes to root/res.dest
           base_url:str=None,   # replace the scheme and host of res.url (mirror, test server)
           progress:bool=True,  # show a tqdm progress bar
-          timeout:float=30.,   # seconds to wait for the server
+          timeout:float=30.,   # seconds: the longest wait for the server, and the span over which it must send MIN_RATE bytes/s
          ) -> Path:
     "Download and verify `res` into `root` (or verify the file already there), resuming a `.part` safely; return its path."
     url, dest = resolve_url(res.url, base_url), Path(root)/res.dest
@@ -168,21 +208,30 @@ def fetch(res:Resource,        # what to download
     if dest.exists(): return _verify_existing(res, url, dest, root, progress)
     dest.parent.mkdir(parents=True, exist_ok=True)
     have, meta = _resume_from(part, url)
-    try: resp = _request(url, have, meta, timeout)
-    except urllib.error.HTTPError as e:
-        e.close()
-        if e.code != 416 or not have: raise _err(url, dest, f'HTTP {e.code} {e.reason}') from None
-        total = parse_content_range(e.headers.get('Content-Range'))[2]
-        _check_total(res, url, dest, total)
-        total = total or res.size
-        if total is not None and (total != have or meta.get('total') not in (None, total)):
-            part.unlink(); _sidecar(part).unlink(missing_ok=True)
-            raise _err(url, dest, f'the server has {total} bytes but {part} had {have}; it was deleted', 'run the same command again')
-        keep = {k: v for k, v in meta.items() if k in ('etag', 'last_modified')}
-        return _finish(res, url, part, dest, res.size or total, root, keep)  # 416: the .part already holds every byte
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:  # refused, DNS, timeout
-        raise _err(url, dest, f'cannot download ({getattr(e, "reason", None) or e})') from None
-    with resp: expected, keep, broken = _stream(resp, res, url, dest, part, have, meta, progress)
+    with Watchdog(timeout) as watch:
+        try: resp = _request(url, have, meta, timeout, watch)
+        except urllib.error.HTTPError as e:
+            e.close()
+            if e.code != 416 or not have: raise _err(url, dest, f'HTTP {e.code} {e.reason}') from None
+            total = parse_content_range(e.headers.get('Content-Range'))[2]
+            _check_total(res, url, dest, total)
+            total = total or res.size
+            if total is not None and (total != have or meta.get('total') not in (None, total)):
+                part.unlink(); _sidecar(part).unlink(missing_ok=True)
+                raise _err(url, dest, f'the server has {total} bytes but {part} had {have}; it was deleted', 'run the same command again')
+            keep = {k: v for k, v in meta.items() if k in ('etag', 'last_modified')}
+            return _finish(res, url, part, dest, res.size or total, root, keep)  # 416: the .part already holds every byte
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:  # refused, DNS, timeout, a stall
+            if watch.timed_out(e): raise _stalled(url, dest, part, watch) from None
+            raise _err(url, dest, f'cannot download ({getattr(e, "reason", None) or e})') from None
+        except KeyboardInterrupt: raise DownloadInterrupted(f'interrupted (Ctrl-C) while asking for {url}; run the same command again') from None
+        try:
+            with resp: expected, keep, broken = _stream(resp, res, url, dest, part, have, meta, progress, watch)
+        except KeyboardInterrupt:
+            n = part.stat().st_size if part.is_file() else 0
+            raise DownloadInterrupted(f'interrupted (Ctrl-C) while downloading {url}: {part} keeps {n:,} bytes; '
+                                      'run the same command again to resume') from None
+    if watch.stalled: raise _stalled(url, dest, part, watch)
     return _finish(res, url, part, dest, expected, root, keep, broken)
 
 # %% ../../nbs/60_download.ipynb #f167f978
@@ -212,7 +261,9 @@ def unpack(zip_path,      # the zip file
             with zipfile.ZipFile(z) as zf: zf.extractall(into)  # checks each member's CRC
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise DownloadError(f'{zip_path}: cannot unpack ({" ".join(str(e).split())}); delete {zip_path} and run again') from None
+        if getattr(e, 'errno', None) in DISK_FULL:
+            raise DownloadError(f'{zip_path}: cannot unpack into {dest_dir}: {DISK_FULL[e.errno]}; free some space and run again') from None
+        raise DownloadError(f'{zip_path}: cannot unpack ({one_line(e)}); delete {zip_path} and run again') from None
     if dest_dir.exists(): _move_into(tmp, dest_dir)
     else: os.rename(tmp, dest_dir)
     marker.touch()
@@ -237,7 +288,7 @@ def download(what,                # a collection name ('models', 'ablated', 'coc
              base_url:str=None,   # replace scheme and host of every URL (default: $SG2IM_BASE_URL)
              only:str=None,       # comma-separated file names to keep from the collection (e.g. 'vg128.pt')
              progress:bool=True,  # progress bars and a line per skipped file
-             timeout:float=30.,   # seconds to wait for the server
+             timeout:float=30.,   # seconds: the longest wait for the server, and the span over which it must send 1 KiB/s
             ) -> list:
     "Download, verify and unpack every resource of `what` under `dir`; raise one `DownloadError` listing every failure."
     timeout, root = check_positive(timeout, '--timeout'), check_output_dir(dir, '--dir')
@@ -259,7 +310,7 @@ def main(what:str,            # models, ablated, coco or vg (comma-separated for
          dir:str='.',         # download folder: datasets/coco, datasets/vg and sg2im-models go under it
          base_url:str=None,   # replace scheme and host of every URL, for a mirror (default: $SG2IM_BASE_URL)
          only:str=None,       # comma-separated file names from the collection, e.g. vg128.pt
-         timeout:float=30.,   # seconds to wait for the server
+         timeout:float=30.,   # seconds: the longest wait for the server, and the span over which a transfer must keep 1 KiB/s
         ):
     "Download the published sg2im models or datasets, resuming partial files and unpacking zips."
     with cli_errors():
@@ -267,4 +318,7 @@ def main(what:str,            # models, ablated, coco or vg (comma-separated for
         except DownloadError as e:
             for m in e.messages: print(f'error: {m}', file=sys.stderr)
             return 2
+        except DownloadInterrupted as e:
+            print(f'error: {e}', file=sys.stderr)
+            return 130
         print(f'{len(paths)} file(s) ready under {dir}')

@@ -1,4 +1,4 @@
-"""The checks behind `sg2im-download`: one-line download errors, SHA-256 digests, HTML sniffing, a structural check for each kind of file, and the manifest `sg2im-downloads.json` that checks every file again on every run.
+"""The checks behind `sg2im-download`: one-line download errors, a transfer that must keep moving and stay within its size, SHA-256 digests, HTML sniffing, a structural check for each kind of file, and the manifest `sg2im-downloads.json` that checks every file again on every run.
 
 Docs: https://sg2im-nb.github.io/sg2im_nb/download_verify.html.md"""
 
@@ -6,15 +6,16 @@ Docs: https://sg2im-nb.github.io/sg2im_nb/download_verify.html.md"""
 
 # %% ../../nbs/60a_download_verify.ipynb #9fabbb33
 from __future__ import annotations
-import hashlib, json, zipfile, zlib
+import hashlib, json, re, socket, threading, time, urllib.request, zipfile, zlib
 from pathlib import Path
 from tqdm import tqdm
-from ..cli import UserError, one_line, parse_json
+from ..cli import UserError, clip, parse_json
 from ..cli import atomic_write
 from ..checkpoint import load_checkpoint
 
 # %% auto #0
-__all__ = ['MANIFEST', 'DownloadError', 'sha256_file', 'looks_like_html', 'check_content', 'read_manifest']
+__all__ = ['MIN_RATE', 'MANIFEST', 'DownloadError', 'DownloadInterrupted', 'Watchdog', 'content_length', 'human_size',
+           'sha256_file', 'looks_like_html', 'check_content', 'read_manifest']
 
 # %% ../../nbs/60a_download_verify.ipynb #ea20224e
 class DownloadError(UserError):
@@ -23,9 +24,66 @@ class DownloadError(UserError):
         self.messages = [messages] if isinstance(messages, str) else list(messages)
         super().__init__(' | '.join(self.messages))
 
+class DownloadInterrupted(KeyboardInterrupt):
+    "Ctrl-C during a download; the message says what was kept and how to go on."
+
 def _err(url, dest, why, hint=None):
     why = ' '.join(str(why).split())
     return DownloadError(f'{url}: {why}; ' + (hint or f'check the connection and run again, or download it by hand and place it at {dest}'))
+
+# %% ../../nbs/60a_download_verify.ipynb #43373cd6
+MIN_RATE = 1024  # bytes per second a transfer must average over every span of --timeout seconds
+
+class Watchdog:
+    "Shuts the connection of a transfer that gets under `MIN_RATE` bytes/s over a span of `timeout` s; `stalled` = (bytes, seconds) then."
+    def __init__(self, timeout:float):
+        self.timeout, self.sock, self.got, self.stalled = float(timeout), None, 0, None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name='sg2im-download-watchdog', daemon=True)
+    def __enter__(self): self._thread.start(); return self
+    def __exit__(self, *exc): self._stop.set(); self._thread.join()
+    def _watch(self):
+        mark, since = self.got, time.monotonic()
+        while not self._stop.wait(min(0.25, self.timeout / 4)):
+            now = time.monotonic()
+            if now - since < self.timeout: continue
+            if self.got - mark < MIN_RATE * self.timeout:
+                self.stalled = (self.got - mark, now - since)
+                try: self.sock.shutdown(socket.SHUT_RDWR)
+                except (AttributeError, OSError): pass  # not connected yet, or closed already
+                return
+            mark, since = self.got, now
+    def timed_out(self, e:BaseException) -> bool:
+        "True (and `stalled` set) if `e` is the socket timeout of a connected transfer: no byte for `timeout` s."
+        if self.sock is None or not (isinstance(e, TimeoutError) or isinstance(getattr(e, 'reason', None), TimeoutError)): return bool(self.stalled)
+        self.stalled = self.stalled or (0, self.timeout)
+        return True
+    def opener(self) -> urllib.request.OpenerDirector:
+        "A urllib opener whose HTTP and HTTPS connections give their socket to this watchdog."
+        watch = self
+        def tracked(conn_class):
+            class Tracked(conn_class):
+                def connect(self): super().connect(); watch.sock = self.sock
+            return Tracked
+        class HTTP(urllib.request.HTTPHandler):
+            def do_open(self, http_class, req, **kw): return super().do_open(tracked(http_class), req, **kw)
+        class HTTPS(urllib.request.HTTPSHandler):
+            def do_open(self, http_class, req, **kw): return super().do_open(tracked(http_class), req, **kw)
+        return urllib.request.build_opener(HTTP, HTTPS)
+
+# %% ../../nbs/60a_download_verify.ipynb #9eecda23
+def content_length(headers) -> int|None:
+    "The `Content-Length` of a reply as an int, None when absent; `ValueError` when it is not a number of bytes."
+    v = headers.get('Content-Length')
+    if v is None: return None
+    if not re.fullmatch(r'\s*\d{1,19}\s*', v): raise ValueError(f'Content-Length {v[:40]!r} is not a number of bytes')
+    return int(v)
+
+def human_size(n:int) -> str:
+    "`n` bytes in the largest binary unit that keeps it at least 1 (e.g. '512 MiB')."
+    for unit in ('B', 'KiB', 'MiB', 'GiB'):
+        if n < 1024 or unit == 'GiB': return f'{n:g} {unit}' if unit == 'B' else f'{n:.3g} {unit}'
+        n /= 1024
 
 # %% ../../nbs/60a_download_verify.ipynb #f7871efe
 def sha256_file(path, # the file to hash
@@ -55,11 +113,11 @@ def check_content(path, # the file to check
     if looks_like_html(head): return 'an HTML page (an error page?), not the file'
     if name.endswith('.pt'):
         try: load_checkpoint(path)
-        except UserError as e: return f'not a usable sg2im checkpoint ({str(e).replace(str(path), "the file").split("; ")[0][:120]})'
+        except UserError as e: return f'not a usable sg2im checkpoint ({clip(str(e).replace(str(path), "the file").split("; ")[0], 120)})'
     elif name.endswith('.zip'):
         try:
             with zipfile.ZipFile(path) as zf: bad = zf.testzip()
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e: return f'not a zip archive ({one_line(e)[:80]})'
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e: return f'not a zip archive ({clip(e, 80)})'
         if bad is not None: return f'a damaged zip archive (member {bad} fails its CRC check)'
     else:
         try: Path(path).read_bytes().decode('utf-8')

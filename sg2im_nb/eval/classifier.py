@@ -12,17 +12,18 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 import sg2im_nb
-from ..cli import UserError, script
-from ..checkpoint import safe_load, save_checkpoint
+from ..cli import UserError, script, clip
+from ..checkpoint import load_checkpoint, check_finite, save_checkpoint
 from ..model.discriminators import crop_bbox_batch
 from ..data.common import normalize_images, to_uint8
 from ..data.coco import CocoSceneGraphDataset
 from ..data.shapes import THINGS, STUFF, make_shapes_dataset
 
 # %% auto #0
-__all__ = ['classifier_names', 'CropClassifier', 'object_classes', 'object_crops', 'dataset_crops', 'crops_of', 'predict_crops',
-           'crop_accuracy', 'train_classifier', 'default_classifier_path', 'classifier_checkpoint', 'load_classifier',
-           'make_classifier', 'main']
+__all__ = ['CLASSIFIER_LIMITS', 'classifier_names', 'CropClassifier', 'object_classes', 'object_crops', 'dataset_crops',
+           'crops_of', 'predict_crops', 'crop_accuracy', 'train_classifier', 'default_classifier_path',
+           'classifier_checkpoint', 'classifier_parameters', 'check_classifier', 'load_classifier', 'make_classifier',
+           'main']
 
 # %% ../../nbs/41_classifier.ipynb #33e9afbe
 def classifier_names() -> list:
@@ -147,16 +148,57 @@ def classifier_checkpoint(model:CropClassifier, names:list, val_accuracy:float, 
             'state': {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, 'vocab': list(names),
             'val_accuracy': float(val_accuracy), 'recipe': str(recipe)}
 
+# %% ../../nbs/41_classifier.ipynb #aee8e5f7
+CLASSIFIER_LIMITS = {'num_classes': (1, 100_000), 'width': (1, 4096), 'crop_size': (8, 512)}
+
+def classifier_parameters(kwargs:dict) -> int:
+    "The number of entries of the `state` of `CropClassifier(**kwargs)`, counted without building it."
+    w, C = kwargs.get('width', 16), kwargs.get('num_classes', 20)
+    convs = 9 * (3 * w + w * 2 * w + 2 * w * 4 * w + 4 * w * 4 * w)  # 3x3, no bias
+    norms = 4 * (w + 2 * w + 4 * w + 4 * w) + 4  # weight, bias, running mean and variance; a step counter each
+    return convs + norms + 4 * w * C + C
+
+def _check_kwargs(kw, where) -> dict:
+    if not isinstance(kw, dict): raise UserError(f'{where}: kwargs is a {type(kw).__name__}, not a dict; the classifier file is damaged')
+    for k, v in kw.items():
+        if k not in CLASSIFIER_LIMITS: raise UserError(f'{where}: kwargs has an unknown entry {str(k)[:40]}; a CropClassifier takes {", ".join(CLASSIFIER_LIMITS)}')
+        lo, hi = CLASSIFIER_LIMITS[k]
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise UserError(f'{where}: kwargs {k} is {str(v)[:40]}, not a whole number in {lo}..{hi}')
+    return kw
+
+# %% ../../nbs/41_classifier.ipynb #1f678efc
+def check_classifier(ck, where:str='the classifier') -> dict:
+    "One-line `UserError` naming `where` unless `ck` is a classifier checkpoint: checked kwargs, a finite state that fits them, a vocab of names."
+    if not isinstance(ck, dict) or not {'kwargs', 'state', 'vocab'} <= set(ck):
+        have = sorted(map(str, ck))[:8] if isinstance(ck, dict) else type(ck).__name__
+        raise UserError(f'{where} is not a classifier checkpoint (needs kwargs, state and vocab; found {have})')
+    kw, state, names = _check_kwargs(ck['kwargs'], where), ck['state'], ck['vocab']
+    if not isinstance(state, dict): raise UserError(f'{where}: state is a {type(state).__name__}, not a dict of tensors; the classifier file is damaged')
+    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad: raise UserError(f'{where}: state entry {str(bad[0])[:60]} is not a named tensor; the classifier file is damaged')
+    have, need = sum(v.numel() for v in state.values()), classifier_parameters(kw)
+    if need > 2 * have + 2**20:
+        raise UserError(f'{where}: kwargs describe a classifier of {need:,} weights but state holds {have:,}; the file is damaged or hostile')
+    check_finite(state, where, 'state')
+    n = kw.get('num_classes', 20)
+    if not isinstance(names, list) or not all(isinstance(v, str) for v in names):
+        raise UserError(f'{where}: vocab is a {type(names).__name__}, not a list of class names; the classifier file is damaged')
+    if len(names) != n: raise UserError(f'{where}: vocab has {len(names)} class names but the classifier has {n} classes; the file is damaged')
+    acc = ck.get('val_accuracy')
+    if acc is not None and (isinstance(acc, bool) or not isinstance(acc, (int, float)) or not 0 <= acc <= 1):
+        raise UserError(f'{where}: val_accuracy is {str(acc)[:40]}, not a number in 0..1; the classifier file is damaged')
+    return ck
+
+# %% ../../nbs/41_classifier.ipynb #2b054377
 def load_classifier(path=None, device='cpu') -> CropClassifier:
     "The classifier of `path` (default: the shipped shapes classifier) in eval mode; `.names` and `.val_accuracy` set."
     path = Path(default_classifier_path() if path in (None, '') else path)
-    if not path.is_file(): raise UserError(f'classifier not found: {path}; pass --classifier or make one with `python -m sg2im_nb.eval.classifier`')
-    try: ck = safe_load(path)
-    except Exception as e: raise UserError(f'{path} is not a loadable classifier checkpoint ({str(e).splitlines()[0][:100]})') from None
-    if not isinstance(ck, dict) or not {'kwargs', 'state', 'vocab'} <= set(ck):
-        raise UserError(f'{path} is not a classifier checkpoint (needs kwargs, state, vocab)')
+    ck = check_classifier(load_checkpoint(path, generator=False, what='classifier',
+                                          hint='pass --classifier, or make one with `python -m sg2im_nb.eval.classifier`'), str(path))
     model = CropClassifier(**ck['kwargs'])
-    model.load_state_dict(ck['state'])
+    try: model.load_state_dict(ck['state'])
+    except RuntimeError as e: raise UserError(f'{path}: state does not fit its kwargs ({clip(str(e).splitlines()[-1], 160).strip().rstrip(".")}); the file is damaged') from None
     model.names, model.val_accuracy = list(ck['vocab']), ck.get('val_accuracy')
     return model.to(device).eval()
 
