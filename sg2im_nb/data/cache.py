@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from ..cli import UserError
+from ..cli import UserError, clip
 from ..scene_graph import check_vocab
 from ..cli import atomic_write
 from .common import Sample, check_path, image_to_float, collate_scene_graphs, sample_rng
@@ -81,7 +81,7 @@ def _read_cache(path:Path) -> dict:
             c = {'kind': str(f.attrs['kind']), 'vocab': check_vocab(json.loads(f.attrs['vocab'])), 'settings': json.loads(f.attrs['settings']),
                  'image_size': tuple(int(v) for v in f.attrs['image_size']), 'n_images': f['images'].shape[0],
                  **{k: f[k][:] for k in ('objs', 'boxes', 'obj_start', 'rels', 'rel_start') if k in f}, 'n_masks': len(f['masks']) if 'masks' in f else None}
-    except (OSError, KeyError, ValueError, TypeError, UserError) as e: raise bad(str(e)[:100]) from None
+    except (OSError, KeyError, ValueError, TypeError, UserError) as e: raise bad(clip(e, 100)) from None
     _check_cache(c, bad)
     return c
 
@@ -135,7 +135,7 @@ class CachedSceneGraphDataset(torch.utils.data.Dataset):
             _, images, masks = self._file()
             return torch.from_numpy(images[i]), None if masks is None else torch.from_numpy(masks[a:b])
         except (OSError, ValueError) as e:
-            raise UserError(f'cannot read image {i} of cache file {str(self.path)!r} ({str(e)[:80]}); the file is damaged, build it again') from None
+            raise UserError(f'cannot read image {i} of cache file {str(self.path)!r} ({clip(e, 80)}); the file is damaged, build it again') from None
 
     def __getitem__(self, i:int) -> Sample:
         if not 0 <= i < len(self): raise IndexError(i)

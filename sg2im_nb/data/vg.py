@@ -10,7 +10,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from ..cli import UserError, MAX_JSON_DEPTH
+from ..cli import UserError, MAX_JSON_DEPTH, clip
 from ..scene_graph import check_vocab
 from .common import Sample, check_path, read_json, load_image, image_to_float, check_image_size, in_image_triples, sample_rng
 
@@ -60,7 +60,7 @@ def _read_h5(path:Path) -> tuple:
             paths = [p.decode() if isinstance(p, bytes) else str(p) for p in f['image_paths'][:]]
             return paths, {k: np.asarray(f[k]).astype(np.int64) for k in H5_KEYS if k != 'image_paths'}
     except (OSError, ValueError, TypeError, KeyError) as e:
-        raise UserError(f'h5_path {str(path)!r} is not a readable HDF5 file of sg2im-preprocess-vg ({str(e)[:80]}); write it again') from None
+        raise UserError(f'h5_path {str(path)!r} is not a readable HDF5 file of sg2im-preprocess-vg ({clip(e, 80)}); write it again') from None
 
 # %% ../../nbs/13_data_vg.ipynb #b1414824
 def _check_h5(d:dict, n:int, vocab:dict, path) -> None:
