@@ -5,7 +5,8 @@ import torch
 from sg2im_nb.data.common import collate_scene_graphs, to_uint8, image_to_float
 from sg2im_nb.data.shapes import make_shapes_dataset, read_scenes
 from sg2im_nb.eval.classifier import load_classifier
-from sg2im_nb.eval.evaluate import eval_dataset, diversity, classifier_layers
+from sg2im_nb.eval.diversity import diversity, classifier_layers, example_graphs, seed_difference
+from sg2im_nb.eval.evaluate import eval_dataset
 from sg2im_nb.eval.metrics import pairwise_l1, pairwise_feature_distance
 from sg2im_nb.inference import default_model
 
@@ -58,7 +59,6 @@ def test_seed_difference_is_what_run_model_draws(tmp_path):
     "seed_difference is the issue's measure: the PNGs of `sg2im-run-model --seed s --amp none` on the example graphs, seeds removed."
     import json, subprocess, sys
     from PIL import Image
-    from sg2im_nb.eval.evaluate import example_graphs, seed_difference
     model = default_model('cpu')
     graphs = example_graphs(model.vocab)[:3]
     (tmp_path / 'g.json').write_text(json.dumps(graphs))

@@ -1,4 +1,4 @@
-"""`sg2im-evaluate`: object accuracy, box recall, relation satisfaction, Inception score and FID of a generator (or of the real images) on a test split, as one JSON line, a markdown table and a sample grid.
+"""`sg2im-evaluate`: object accuracy, box recall, relation satisfaction, Inception score, FID and image diversity of a generator (or of the real images) on a test split, as one JSON line, a markdown table and a sample grid.
 
 Docs: https://sg2im-nb.github.io/sg2im_nb/evaluate.html.md"""
 
@@ -6,23 +6,20 @@ Docs: https://sg2im-nb.github.io/sg2im_nb/evaluate.html.md"""
 
 # %% ../../nbs/42_evaluate.ipynb #244c0b16
 from __future__ import annotations
-import itertools, json, math, sys
+import json, math, sys
 from pathlib import Path
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
-from tqdm.auto import tqdm
 from ..cli import UserError, get_device, script, run_cli, command_name, check_int, check_seed, check_output_dir
 from ..checkpoint import build_model, safe_load, shipped_model
-from ..data.common import collate_scene_graphs, image_to_float, to_uint8
+from ..data.common import collate_scene_graphs
 from ..data.coco import CocoSceneGraphDataset
 from ..data.vg import VgSceneGraphDataset
-from ..data.shapes import read_scenes, redraw_scene
-from .metrics import box_iou, relation_satisfaction, inception_score, fid, pairwise_l1, pairwise_feature_distance, layer_features
+from ..data.shapes import read_scenes
+from .metrics import box_iou, relation_satisfaction, inception_score, fid
+from .diversity import LAYOUTS, draw_batch, diversity
 from .classifier import load_classifier, object_classes, object_crops, predict_crops
 from ..inference import default_checkpoint, default_checkpoint_path, untrained_shapes_model, save_png, to_uint8_image
-from ..inference import examples_dir, generate, load_scene_graphs
 from ..train.config import TrainConfig
 from ..precision import resolve_amp, autocast
 from ..train.data import ensure_shapes
@@ -30,10 +27,9 @@ from ..train.run import vocab_mismatch
 from ..vis import image_grid
 
 # %% auto #0
-__all__ = ['LAYOUTS', 'ROW_NAMES', 'COLUMNS', 'SEEDS', 'ShapesFeatures', 'InceptionFeatures', 'feature_network', 'eval_dataset',
-           'evaluate', 'classifier_layers', 'scene_redraws', 'diversity', 'results_table', 'save_report',
-           'load_generator', 'run_evaluation', 'sample_images', 'main', 'sample_images_main', 'example_graphs',
-           'seed_difference']
+__all__ = ['ROW_NAMES', 'COLUMNS', 'ShapesFeatures', 'InceptionFeatures', 'feature_network', 'eval_dataset', 'evaluate',
+           'results_table', 'save_report', 'load_generator', 'run_evaluation', 'sample_images', 'main',
+           'sample_images_main']
 
 # %% ../../nbs/42_evaluate.ipynb #cd6b0c0a
 class ShapesFeatures:
@@ -99,18 +95,7 @@ def eval_dataset(dataset:str='shapes', image_size=(64, 64), mask_size:int=16, sh
     raise UserError(f'--dataset {dataset!r} is not one of shapes, coco, vg')
 
 # %% ../../nbs/42_evaluate.ipynb #d53a016f
-LAYOUTS = ('gt', 'pred', 'real')
-
 def _clean(x): return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
-
-def _draw(model, b, layout:str, amp:str='none') -> tuple:
-    "(images, boxes they were drawn with, predicted boxes or None) of one batch for `layout`."
-    if layout == 'real': return b.imgs, b.boxes, None
-    masks = b.masks if (layout == 'gt' and model.mask_net is not None and b.masks is not None) else None
-    with autocast(b.imgs.device, amp):
-        out = model(b.objs, b.triples, b.obj_to_img, boxes_gt=b.boxes if layout == 'gt' else None, masks_gt=masks, num_images=b.num_images)
-    pred = out.boxes_pred.float()
-    return out.imgs.float(), (b.boxes if layout == 'gt' else pred), pred
 
 def _summary(acc, hits, nbox, rel, probs, gfeat, rfeat, rimg, layout, kind, n) -> dict:
     "The result dict from the tallies of `evaluate` (FID of the even vs odd real images for layout='real')."
@@ -145,7 +130,7 @@ def evaluate(model, dataset, features, layout:str='gt', num_samples:int=None, ba
         torch.manual_seed(seed)
         for start in range(0, n, batch_size):
             b = collate_scene_graphs([dataset[i] for i in range(start, min(n, start + batch_size))]).to(dev)
-            imgs, used, pred = _draw(model, b, layout, amp)
+            imgs, used, pred = draw_batch(model, b, layout, amp)
             real = b.objs != image_idx
             if pred is not None:
                 iou = box_iou(pred[real], b.boxes[real])
@@ -164,58 +149,6 @@ def evaluate(model, dataset, features, layout:str='gt', num_samples:int=None, ba
                 acc[0] += int((pc.argmax(-1)[ok] == cls[ok]).sum()); acc[1] += int(ok.sum())
             if len(shown) < keep_images: shown += [(to_uint8_image(r), to_uint8_image(g)) for r, g in zip(b.imgs, imgs)]
     return _summary(acc, hits, nbox, rel, probs, gfeat, rfeat, rimg, layout, features.kind, n), shown[:keep_images]
-
-# %% ../../nbs/42_evaluate.ipynb #b337a2e4
-def classifier_layers(clf,  # the shapes classifier (`load_classifier`)
-                      imgs, # (N, 3, H, W) normalised images
-                     ) -> list:
-    "[(N, D_l, H_l, W_l)]: the four ReLU outputs of the shapes classifier's body on whole images (eval mode, float32)."
-    was = clf.training; clf.eval()
-    try:
-        with torch.no_grad(): return layer_features(clf.body, imgs.float().to(next(clf.parameters()).device))
-    finally: clf.train(was)
-
-def scene_redraws(scene:tuple, # (S, objects) of `read_scenes`
-                  K:int,       # how many drawings
-                  rng,         # numpy Generator
-                  size:tuple,  # (H, W) to read them at
-                 ) -> torch.Tensor: # (K, 3, H, W) normalised
-    "K new drawings of one shapes-world scene, resized to `size` as the dataset resizes its images (bilinear)."
-    S, objs = scene
-    pics = []
-    for _ in range(K):
-        im = Image.fromarray(redraw_scene(objs, rng, S))
-        if (S, S) != tuple(size): im = im.resize((int(size[1]), int(size[0])), Image.BILINEAR)
-        pics.append(torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1))
-    return image_to_float(torch.stack(pics))
-
-# %% ../../nbs/42_evaluate.ipynb #4a689499
-def _groups(model, dataset, layout, idx, K, dev, amp, scenes, seed) -> torch.Tensor:
-    "(G, K, 3, H, W): K draws of each graph `idx` (the real scenes redrawn, or the generator under K noises)."
-    if layout == 'real':
-        ids = [dataset.image_ids[i] for i in idx]
-        return torch.stack([scene_redraws(scenes[j], K, np.random.default_rng([seed, j]), dataset.image_size) for j in ids]).to(dev)
-    b = collate_scene_graphs([s for i in idx for s in [dataset[i]] * K]).to(dev)
-    return _draw(model, b, layout, amp)[0].unflatten(0, (len(idx), K))
-
-@torch.no_grad()
-def diversity(model, dataset, classifier, layout:str='gt', num_samples:int=None, K:int=8, batch_size:int=16,
-              device='cpu', seed:int=0, amp:str='none', scenes:dict=None) -> dict:
-    "Mean pairwise pixel L1 (0..255) and feature distance of K draws of each of the first `num_samples` graphs."
-    if layout not in LAYOUTS: raise UserError(f'--layout {layout!r} is not one of {", ".join(LAYOUTS)}')
-    check_int(K, '--diversity_seeds', 2)
-    none = {'diversity_l1': None, 'diversity_feature': None, 'diversity_seeds': K}
-    if layout == 'real' and scenes is None: return none  # a dataset that cannot redraw its scenes
-    n = len(dataset) if num_samples is None else min(num_samples, len(dataset))
-    per, dev, l1, feat = max(1, batch_size // K), torch.device(device), [], []
-    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == 'cuda' else []):
-        torch.manual_seed(seed)
-        for start in tqdm(range(0, n, per), desc=f'diversity {layout}', leave=False, disable=n * K < 512):
-            imgs = _groups(model, dataset, layout, list(range(start, min(n, start + per))), K, dev, amp, scenes, seed)
-            G = imgs.size(0)
-            l1.append(pairwise_l1(to_uint8(imgs.flatten(0, 1)).unflatten(0, (G, K))))
-            feat.append(pairwise_feature_distance([f.cpu().unflatten(0, (G, K)) for f in classifier_layers(classifier, imgs.flatten(0, 1))]))  # float64 on the CPU (MPS has none)
-    return {**none, 'diversity_l1': torch.cat(l1).mean().item(), 'diversity_feature': torch.cat(feat).mean().item()}
 
 # %% ../../nbs/42_evaluate.ipynb #3c4f2153
 ROW_NAMES = {'real': 'Real images', 'gt': 'Ground-truth layout', 'pred': 'Predicted layout'}
@@ -369,18 +302,3 @@ def _sample_images_cli(checkpoint:str=None,  # generator .pt (default for shapes
 def sample_images_main(argv:list=None): # command-line arguments (default: sys.argv[1:])
     "Entry point of `sg2im-sample-images`."
     run_cli(_sample_images_cli, argv, prog=command_name('sg2im_nb.eval.evaluate', 'sample_images_main'))
-
-# %% ../../nbs/42_evaluate.ipynb #8332cbce
-SEEDS = (1, 1000, 2000, 3000)
-
-def example_graphs(vocab:dict) -> list:
-    "The example scene graphs (`scene_graphs/*.json`) whose objects are all in `vocab`, their own seeds removed."
-    names, out = set(vocab['object_name_to_idx']), []
-    for p in sorted(examples_dir().glob('*.json')):
-        out += [{k: v for k, v in sg.items() if k != 'seed'} for sg in load_scene_graphs(p) if set(sg['objects']) <= names]
-    return out
-
-def seed_difference(model, scene_graphs:list, seeds=SEEDS, amp:str='none') -> list:
-    "Per graph: the mean absolute pixel difference (0..255) between its pictures drawn with `--seed s` for each s, averaged over pairs of seeds."
-    pics = [[r.image.astype(np.float32) for r in generate(model, scene_graphs, seed=s, amp=amp)] for s in seeds]
-    return [float(np.mean([np.abs(a[g] - b[g]).mean() for a, b in itertools.combinations(pics, 2)])) for g in range(len(scene_graphs))]
