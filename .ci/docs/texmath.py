@@ -22,6 +22,10 @@ _re_blank = re.compile(r'\n[ \t]*\n')
 # TeX the converter lacks, rewritten to TeX it has (same look)
 REWRITES = [(re.compile(r'\\begin\{aligned\}'), r'\\begin{align*}'), (re.compile(r'\\end\{aligned\}'), r'\\end{align*}'),
             (re.compile(r'\\operatorname\{'), r'\\mathrm{'),
+            # latex2mathml keeps a command after \big... as text (`\big\lVert` shows "\lVert"): give it the character
+            (re.compile(r'(\\[bB]igg?[lrm]?)\s*\\(lVert|rVert|Vert|\||lvert|rvert|vert|langle|rangle|\{|\})(?![a-zA-Z])'),
+             lambda m: m.group(1) + {'lVert': '‖', 'rVert': '‖', 'Vert': '‖', '|': '‖', 'lvert': '|', 'rvert': '|', 'vert': '|',
+                                     'langle': '⟨', 'rangle': '⟩', '{': '{', '}': '}'}[m.group(2)]),
             (re.compile(r'\\text\{([^{}]*)\}'), lambda m: r'\text{' + m.group(1).replace('\\_', '_') + '}')]
 # `\mathbf` comes out as mathvariant="bold", which Chromium ignores: use the Unicode bold letters and digits instead
 _BOLD = {**{chr(ord('A') + i): chr(0x1D400 + i) for i in range(26)}, **{chr(ord('a') + i): chr(0x1D41A + i) for i in range(26)},
