@@ -8,6 +8,17 @@ from pathlib import Path
 CHROMIUM = '/usr/bin/chromium'
 CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
                  '--disable-component-update', '--disable-sync', '--no-first-run']
+try: from playwright import sync_api
+except ImportError: sync_api = None
+
+
+def browser_marks() -> list:
+    "The pytest marks of a browser test module: skip when Debian's chromium or the playwright package is missing."
+    import pytest
+    return [pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f'{CHROMIUM} missing (bash .ci/setup_browser)'),
+            pytest.mark.skipif(sync_api is None, reason='playwright missing (bash .ci/setup_browser)')]
+
+
 PAUSE_MS = 250  # between two user actions: faster than the kernel answers on a loaded 2-core machine
 LOCAL = re.compile(r'^(https?|wss?)://127\.0\.0\.1[:/]|^(data|blob|about):')
 

@@ -4,19 +4,13 @@ included) in headless Chromium (Playwright) and play the same realistic editing 
 
 Needs Debian's chromium at /usr/bin/chromium, the `playwright` and `voila` Python packages; skips only when one of
 them is missing. Set SG2IM_SCREENSHOTS=data/screenshots to keep the screenshot in the repository."""
-from pathlib import Path
 import pytest
-from editor_session import CHROMIUM, Editor, browser_page, explorer_session, session_and_screenshot, sg2im_app
+from editor_session import sync_api, browser_marks, Editor, browser_page, explorer_session, session_and_screenshot, sg2im_app
 
-sync_api = None
-try: from playwright import sync_api
-except ImportError: pass
 try: import voila
 except ImportError: voila = None
 
-pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f'{CHROMIUM} missing (bash .ci/setup_browser)'),
-              pytest.mark.skipif(sync_api is None, reason='playwright missing (bash .ci/setup_browser)'),
-              pytest.mark.skipif(voila is None, reason='voila missing (pip install "sg2im_nb[widgets]")')]
+pytestmark = browser_marks() + [pytest.mark.skipif(voila is None, reason='voila missing (pip install "sg2im_nb[widgets]")')]
 
 
 def test_editor_session_in_sg2im_app(tmp_path):

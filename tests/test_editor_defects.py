@@ -4,16 +4,11 @@ headless Chromium, and fixed: each test failed on the editor before the fix. Def
 
 Needs Debian's chromium at /usr/bin/chromium and the `playwright` Python package (`bash .ci/setup_browser`)."""
 import json
-from pathlib import Path
 import pytest
-from editor_session import CHROMIUM, Editor, browser_page, clip_move, close, jupyterlab, open_editor_notebook
+from editor_session import sync_api, browser_marks, Editor, browser_page, clip_move, close, jupyterlab, open_editor_notebook
 
-sync_api = None
-try: from playwright import sync_api
-except ImportError: pass
 
-pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f'{CHROMIUM} missing (bash .ci/setup_browser)'),
-              pytest.mark.skipif(sync_api is None, reason='playwright missing (bash .ci/setup_browser)')]
+pytestmark = browser_marks()
 QUICK = 5_000  # ms to wait for something that a fixed editor shows at once (and an old one never shows)
 
 

@@ -4,17 +4,12 @@ sends (keys, the seed field, a kernel that goes away). Fast: no server, no kerne
 
 Needs Debian's chromium at /usr/bin/chromium and the `playwright` Python package (`bash .ci/setup_browser`)."""
 import json
-from pathlib import Path
 import pytest
-from editor_session import CHROMIUM, browser_page
+from editor_session import sync_api, browser_marks, browser_page
 from sg2im_nb.editor.js import EDITOR_JS, EDITOR_CSS
 
-sync_api = None
-try: from playwright import sync_api
-except ImportError: pass
 
-pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f'{CHROMIUM} missing (bash .ci/setup_browser)'),
-              pytest.mark.skipif(sync_api is None, reason='playwright missing (bash .ci/setup_browser)')]
+pytestmark = browser_marks()
 
 NAMES = 'parseSeed, nextSeed, randomSeed, makeQueue, clipBox, moveBox, hitTest, render'
 VIEW = {'acks': {}, 'seed': '7', 'image': '', 'svg': '', 'messages': [], 'can_undo': True, 'can_redo': False,

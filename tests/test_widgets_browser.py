@@ -8,17 +8,12 @@ Needs Debian's chromium at /usr/bin/chromium and the `playwright` Python package
 run `playwright install`. Skips only when one of them is missing. Set SG2IM_SCREENSHOTS=data/screenshots to keep the
 screenshot in the repository (it always goes to the test's temporary folder)."""
 import statistics
-from pathlib import Path
 import pytest
-from editor_session import (CHROMIUM, Editor, browser_page, explorer_session, jupyterlab, open_editor_notebook,
+from editor_session import (sync_api, browser_marks, Editor, browser_page, explorer_session, jupyterlab, open_editor_notebook,
                             session_and_screenshot)
 
-sync_api = None
-try: from playwright import sync_api
-except ImportError: pass
 
-pytestmark = [pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f'{CHROMIUM} missing (bash .ci/setup_browser)'),
-              pytest.mark.skipif(sync_api is None, reason='playwright missing (bash .ci/setup_browser)')]
+pytestmark = browser_marks()
 
 
 @pytest.fixture(scope='module')
