@@ -110,7 +110,7 @@ def split_batch(batch:Batch) -> list:
         offset += n_objs[i]
     return out
 
-# %% ../../nbs/11_data_common.ipynb #4d973a07
+# %% ../../nbs/11_data_common.ipynb #a7c44b67
 @dataclass
 class PaddedBatch(Batch):
     "A `Batch` padded to fixed object and triple counts: the real objects and triples first, then the padding."
@@ -141,7 +141,7 @@ def pad_batch(batch:Batch, # a collated batch of O objects and T triples
                        triple_to_img=_pad_rows(batch.triple_to_img, pt, 0),
                        obj_mask=torch.arange(num_objs) < O, triple_mask=torch.arange(num_triples) < T)
 
-# %% ../../nbs/11_data_common.ipynb #b6796d70
+# %% ../../nbs/11_data_common.ipynb #dfe84490
 from fastcore.basics import patch
 
 @patch
