@@ -32,7 +32,7 @@ __all__ = ['masked_batch_norm', 'masked_forward', 'masked_graph_conv', 'static_f
            'static_step_gradients', 'static_train_step', 'graph_sizes', 'choose_buckets', 'Buckets', 'make_buckets',
            'static_loader', 'check_static']
 
-# %% ../../nbs/21b_static_shapes.ipynb #fe7c52fb
+# %% ../../nbs/21b_static_shapes.ipynb #0e0b2d40
 _BN = nn.modules.batchnorm._BatchNorm
 
 def _update_running(bn:nn.Module, mean:Tensor, var:Tensor, n:Tensor):
@@ -50,15 +50,16 @@ def masked_batch_norm(bn:nn.Module, # a BatchNorm1d or BatchNorm2d: its weights,
                      ) -> Tensor:   # (R, D, ...) `bn(x)` as if only the real rows were there
     "A batch norm whose batch statistics, and running-statistics update, come from the real rows only."
     if not bn.training and bn.running_mean is not None: return bn(x)  # running statistics: row by row
-    dims, shape = [0, *range(2, x.dim())], (1, -1, *[1] * (x.dim() - 2))
-    w = mask.view(-1, *[1] * (x.dim() - 1)).to(torch.float32)
-    xf = x.float()
+    dims, shape = tuple(range(2, x.dim())), (1, -1, *[1] * (x.dim() - 2))
+    w, xf = mask.to(torch.float32)[:, None], x.float()  # statistics in float32, as batch norm keeps them
     n = w.sum() * xf[0, 0].numel()  # values per channel
-    mean = (xf * w).sum(dims, keepdim=True) / n
-    var = ((xf - mean).square() * w).sum(dims, keepdim=True) / n
-    y = (xf - mean) * torch.rsqrt(var + bn.eps)
-    if bn.affine: y = y * bn.weight.view(shape) + bn.bias.view(shape)
-    if bn.training and bn.track_running_stats: _update_running(bn, mean.flatten(), var.flatten(), n)
+    per_row = lambda t: t.sum(dims) if dims else t  # (R, D): each row's sums first, so the weights touch R x D numbers
+    mean = (per_row(xf) * w).sum(0) / n
+    centered = xf - mean.view(shape)
+    var = (per_row(centered.square()) * w).sum(0) / n
+    scale = torch.rsqrt(var + bn.eps) * (bn.weight if bn.affine else 1)
+    y = centered * scale.view(shape) + (bn.bias.view(shape) if bn.affine else 0)
+    if bn.training and bn.track_running_stats: _update_running(bn, mean, var, n)
     return y.to(x.dtype)
 
 # %% ../../nbs/21b_static_shapes.ipynb #955ac8e4
