@@ -77,7 +77,7 @@ class StepGraphs:
             return self._eager(b)
         return self._record(k, b)
 
-# %% ../../nbs/21c_cuda_graphs.ipynb #50624b29
+# %% ../../nbs/21c_cuda_graphs.ipynb #4a13bfce
 @patch
 def _eager(self:StepGraphs, b:PaddedBatch) -> tuple:
     side = torch.cuda.Stream(self.device)
@@ -91,7 +91,7 @@ def _record(self:StepGraphs, k:tuple, b:PaddedBatch) -> tuple:
     graph, cache = torch.cuda.CUDAGraph(), torch.is_autocast_cache_enabled()
     torch.set_autocast_cache_enabled(False)  # the bfloat16 copies of the weights are made inside the graph
     try:
-        with torch.cuda.graph(graph, pool=self.pool): out = self.step(b)
+        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode='thread_local'): out = self.step(b)  # see above
     finally: torch.set_autocast_cache_enabled(cache)
     self.pool = self.pool if self.pool is not None else graph.pool()
     self.graphs[k] = (graph, b, out)
