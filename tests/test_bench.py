@@ -81,7 +81,7 @@ def test_flags_checked_once(capsys):
     assert err('--config', 'coco128', '--iters', 1) == "error: --config 'coco128' is not one of coco64, small64, tiny"
     assert '--iters 0 is out of range: use 1 or more' in err('--config', 'tiny', '--iters', 0)
     assert '--warmup -1 is out of range: use 0 or more' in err('--config', 'tiny', '--warmup', -1)
-    assert '--fused_adam 2 is not one of 0, 1' in err('--config', 'tiny', '--fused_adam', 2)
+    assert '--fused_adam 3 is not one of 0, 1, 2' in err('--config', 'tiny', '--fused_adam', 3)
     assert '--recompute_crn 9 is out of range: use 0 to 3' in err('--config', 'tiny', '--iters', 1, '--recompute_crn', 9)
     assert 'float32 eager baseline' in err('--config', 'tiny', '--iters', 1, '--impl', 'published', '--recompute_crn', 1)
     assert '--cuda_graphs 1 needs a CUDA device' in err('--config', 'tiny', '--cuda_graphs', 1)
@@ -98,3 +98,24 @@ def test_amp_bf16_needs_native_bf16():
     res = subprocess.run([sys.executable, '-m', 'sg2im_nb.reference.bench', '--config', 'tiny', '--amp', 'fp16'], capture_output=True,
                          text=True, timeout=300, cwd=REPO, env={**os.environ, 'ONEDNN_MAX_CPU_ISA': 'AVX2'})
     assert res.returncode == 2 and 'has no native float16' in res.stderr and 'Traceback' not in res.stderr
+
+
+def test_vs_variants_and_static_shapes():
+    "--static_shapes 1 times the padded step; --vs times variants in the same rounds, each with its ratio to ours."
+    r = _line(_cli('--config', 'tiny', '--batch_size', 2, '--iters', 2, '--warmup', 0, '--amp', 'none', '--profile', 0,
+                   '--static_shapes', 1, '--vs', 'static_shapes=0,fused_adam=1'))
+    assert r['static_shapes'] is True and r['fused_adam'] == 2 and set(r['vs']) == {'static_shapes=0,fused_adam=1'}
+    for v in r['vs'].values():
+        assert len(v['rounds']) == len(v['ratio_rounds']) == 2 and v['ratio_min'] <= v['ratio'] <= v['ratio_max']
+        assert v['sec_per_step'] > 0 and v['peak_mb'] > 0 and v['gflop_per_step'] == r['gflop_per_step']
+
+
+def test_loop_mode_times_the_real_loop():
+    "--mode loop runs sg2im-train itself (data loader included), plain and with --static_shapes 1 (--vs)."
+    r = _line(_cli('--config', 'tiny', '--batch_size', 2, '--iters', 2, '--warmup', 1, '--amp', 'none', '--mode', 'loop',
+                   '--workers', 1, '--vs', 'static_shapes=1'))
+    assert (r['mode'], r['batch_size'], len(r['rounds']), r['workers'], r['static_shapes']) == ('loop', 2, 2, 1, False)
+    v = r['vs']['static_shapes=1']
+    assert v['static_shapes'] is True and v['sec_per_it'] > 0 and abs(v['ratio'] - v['sec_per_it'] / r['sec_per_it']) < 1e-9
+    assert r['its_per_s'] > 0 and r['machine']['load_avg']
+    assert 'error: --mode loop times our training loop' in _error('--config', 'tiny', '--mode', 'loop', '--compare')

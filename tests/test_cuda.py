@@ -114,3 +114,113 @@ def test_bench_suite_on_cuda():
     rows = [json.loads(l) for l in res.stdout.splitlines() if l.strip()]
     assert rows[0]['amp_used'] == 'none' and all(r['imgs_per_s'] > 0 and r['peak_mb'] > 0 for r in rows)
     assert all(r['machine']['gpu'] for r in rows)
+
+
+# ------------------------------------------------------------------ static shapes and CUDA graphs (issue 25)
+def _noise_fed(nets) -> set:
+    "Biases just before a batch norm (true gradient zero: Adam turns rounding noise into full steps) and its running mean."
+    out = set()
+    for k, m in nets.named().items():
+        for name, seq in m.named_modules():
+            if isinstance(seq, torch.nn.Sequential):
+                for i, (a, c) in enumerate(zip(seq, list(seq)[1:])):
+                    if getattr(a, 'bias', None) is not None and isinstance(c, torch.nn.modules.batchnorm._BatchNorm):
+                        out |= {f'{k}.{name}.{i}.bias', f'{k}.{name}.{i + 1}.running_mean'}
+    return out
+
+
+def _rel(a, b): return abs(a - b) / max(1.0, abs(b))
+
+
+def test_cuda_graphs_equal_the_eager_padded_step():
+    """StepGraphs (one graph per bucket, recorded after warm-up, the updates inside) against the eager padded step
+    from the same start: the same losses at every iteration, over two buckets and a short batch, and the same
+    parameters and running statistics at the end. float32 without TF32, no layout noise (a replay draws its noise
+    from the graph's own generator offsets)."""
+    import copy
+    from sg2im_nb.data.common import pad_batch
+    from sg2im_nb.train.static import static_nets, static_step_gradients, static_train_step
+    from sg2im_nb.train.step import apply_updates, read_losses
+    from sg2im_nb.train.graphs import StepGraphs, adopt_optims
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    cfg = make_config('tiny', device='cuda', amp='none', layout_noise_dim=0)
+    torch.manual_seed(0)
+    eager, _ = build_nets(cfg, VOCAB, 'cuda')
+    graphed = copy.deepcopy(eager)
+    o_e, o_g = adopt_optims(build_optims(eager, 1e-3), True), adopt_optims(build_optims(graphed, 1e-3), True)
+    s_e, s_g = static_nets(eager), static_nets(graphed)
+    def step(b):
+        losses, ok = static_step_gradients(s_g, b, cfg); apply_updates(s_g, o_g, ok, cfg); return losses, ok
+    graphs = StepGraphs(step, 'cuda', images=4, warmup=2)
+    plan = [(3, 4), (3, 4), (3, 4), (3, 4), (5, 4), (5, 4), (5, 4), (3, 4), (3, 2), (5, 4), (3, 4)]  # (objects per image, images)
+    for i, (k, n) in enumerate(plan):
+        b = random_batch(cfg, VOCAB, n, objects_per_image=k, seed=i, device='cpu')
+        pb = pad_batch(b, 32 if k == 3 else 40, 48 if k == 3 else 64)
+        want = static_train_step(s_e, o_e, pb.to('cuda'), cfg)
+        got = read_losses(graphs(pb)[0])
+        for name in want: assert _rel(got[name], want[name]) <= 1e-4, (i, name, got[name], want[name])
+    assert sorted(graphs.graphs) == [(4, 32, 48, True), (4, 40, 64, True)]
+    skip = _noise_fed(eager)
+    for (k, a), (_, c) in zip([(f'{n}.{p}', t) for n, m in graphed.named().items() for p, t in [*m.named_parameters(), *m.named_buffers()]],
+                              [(f'{n}.{p}', t) for n, m in eager.named().items() for p, t in [*m.named_parameters(), *m.named_buffers()]]):
+        if k not in skip: torch.testing.assert_close(a.float(), c.float(), atol=1e-4, rtol=1e-4, msg=k)
+
+
+def _shapes(tmp_path):
+    from sg2im_nb.data.shapes import make_shapes_dataset
+    return make_shapes_dataset(tmp_path / 'shapes', num_train=40, num_val=8, num_test=0, image_size=32, seed=0,
+                               num_workers=0, progress=False)
+
+
+def _train(tmp_path, name, *flags):
+    from sg2im_nb.train.loop import main
+    from sg2im_nb.checkpoint import load_checkpoint
+    main(['--preset', 'tiny', '--device', 'cuda', '--amp', 'none', '--shapes_dir', str(tmp_path / 'shapes'), '--layout_noise_dim', '0',
+          '--batch_size', '6', '--loader_num_workers', '2', '--print_every', '1', '--checkpoint_every', '5', '--num_iterations', '10',
+          '--eval_mode_after', '7', '--output_dir', str(tmp_path / name), *map(str, flags)])
+    return load_checkpoint(tmp_path / name / 'checkpoint_with_model.pt')
+
+
+def test_sg2im_train_cuda_graphs_trains_as_eager_and_resumes(tmp_path):
+    """sg2im-train --static_shapes 1 --cuda_graphs 1 against the same run eager (padded and plain): the same losses
+    and validation at every iteration, through an epoch's short last batch and the switch to eval mode with its fresh
+    Adam (--eval_mode_after 7: every graph recorded again); then stopped at 5 and resumed with graphs: the same run."""
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    _shapes(tmp_path)
+    graphs = _train(tmp_path, 'graphs', '--static_shapes', 1, '--cuda_graphs', 1)
+    for name, flags in (('eager_padded', ('--static_shapes', 1)), ('plain', ())):
+        other = _train(tmp_path, name, *flags)
+        for hist in ('losses', 'd_losses', 'val_losses'):
+            for loss, vals in other[hist].items():
+                for t, (a, b) in enumerate(zip(graphs[hist][loss], vals)): assert _rel(a, b) <= 1e-3, (name, hist, loss, t, a, b)
+    _train(tmp_path, 'resumed', '--static_shapes', 1, '--cuda_graphs', 1, '--num_iterations', 5)
+    resumed = _train(tmp_path, 'resumed', '--static_shapes', 1, '--cuda_graphs', 1, '--restore_from_checkpoint', 1)
+    assert resumed['counters']['t'] == 10 and resumed['checkpoint_ts'] == graphs['checkpoint_ts'] == [5, 10]
+    for loss, vals in graphs['losses'].items():
+        for a, b in zip(resumed['losses'][loss], vals): assert _rel(a, b) <= 1e-3, (loss, a, b)
+    assert (tmp_path / 'resumed' / 'checkpoint_val_samples.png').is_file()
+
+
+def test_sg2im_train_cuda_graphs_bf16_and_compile(tmp_path):
+    "The fast settings together: bf16, --compile, padded batches replayed as CUDA graphs; finite losses, a checkpoint."
+    from sg2im_nb.precision import native_amp
+    if not native_amp('cuda')['bf16']: pytest.skip('this GPU has no native bf16')
+    _shapes(tmp_path)
+    ck = _train(tmp_path, 'fast', '--amp', 'bf16', '--compile', 1, '--static_shapes', 1, '--cuda_graphs', 1)
+    assert ck['counters']['t'] == 10 and all(v == v for vals in ck['losses'].values() for v in vals)
+
+
+def test_bench_static_shapes_and_loop_on_cuda():
+    "sg2im-bench rows of issue 25: the padded step as CUDA graphs, and the real loop plain against padded + graphs."
+    res = subprocess.run([sys.executable, '-m', 'sg2im_nb.reference.bench', '--device', 'cuda', '--config', 'tiny', '--iters', '3',
+                          '--warmup', '2', '--static_shapes', '1', '--cuda_graphs', '1', '--vs', 'static_shapes=0,cuda_graphs=0'],
+                         capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = json.loads(res.stdout.strip().splitlines()[-1])
+    assert r['static_shapes'] and r['cuda_graphs'] and r['vs']['static_shapes=0,cuda_graphs=0']['sec_per_step'] > 0
+    res = subprocess.run([sys.executable, '-m', 'sg2im_nb.reference.bench', '--device', 'cuda', '--config', 'tiny', '--mode', 'loop',
+                          '--iters', '10', '--warmup', '5', '--vs', 'static_shapes=1,cuda_graphs=1'],
+                         capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = json.loads(res.stdout.strip().splitlines()[-1])
+    assert r['mode'] == 'loop' and r['vs']['static_shapes=1,cuda_graphs=1']['cuda_graphs'] and r['its_per_s'] > 0

@@ -82,3 +82,19 @@ def test_published_loop_waits_on_every_loss():
     nets, _ = build_nets(cfg, VOCAB)
     with HostSyncs() as s: losses = published_train_step(nets, build_optims(nets, 1e-3), batch, cfg)
     assert sum(e.startswith('aten._local_scalar_dense') for e in s.events) >= len(losses)
+
+
+@pytest.mark.parametrize('name', ['tiny', 'predicate_loss', 'wgan_clip'])
+def test_static_step_is_sync_free(name):
+    "The padded step (--static_shapes 1) waits on the device nowhere either: what CUDA graphs need."
+    from sg2im_nb.data.common import pad_batch
+    from sg2im_nb.train.static import static_nets, static_train_step
+    cfg = make_config('tiny', amp='none', **CONFIGS[name])
+    pb = pad_batch(random_batch(cfg, VOCAB, 2, objects_per_image=3), 12, 16)
+    torch.manual_seed(0)
+    nets, _ = build_nets(cfg, VOCAB)
+    snets, optims = static_nets(nets), build_optims(nets, 1e-3)
+    static_train_step(snets, optims, pb, cfg)
+    with HostSyncs() as s: losses = static_train_step(snets, optims, pb, cfg, as_floats=False)
+    assert s.events == [], s.events
+    assert all(v == v for v in read_losses(losses).values())

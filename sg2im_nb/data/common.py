@@ -17,8 +17,8 @@ from ..cli import UserError, parse_json, file_kind, clip
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'normalize_images', 'denormalize_images', 'to_uint8', 'Sample', 'Batch',
-           'collate_scene_graphs', 'split_batch', 'check_path', 'read_json', 'load_image', 'image_to_float',
-           'check_image_size', 'check_file_name', 'in_image_triples', 'sample_rng']
+           'collate_scene_graphs', 'split_batch', 'PaddedBatch', 'pad_batch', 'check_path', 'read_json', 'load_image',
+           'image_to_float', 'check_image_size', 'check_file_name', 'in_image_triples', 'sample_rng']
 
 # %% ../../nbs/11_data_common.ipynb #8b661136
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -110,6 +110,46 @@ def split_batch(batch:Batch) -> list:
         out.append(Sample(batch.imgs[i], objs[i], boxes[i], masks[i], tr))
         offset += n_objs[i]
     return out
+
+# %% ../../nbs/11_data_common.ipynb #a7c44b67
+@dataclass
+class PaddedBatch(Batch):
+    "A `Batch` padded to fixed object and triple counts: the real objects and triples first, then the padding."
+    obj_mask: torch.Tensor              # (O,) bool: True for a real object, False for padding
+    triple_mask: torch.Tensor           # (T,) bool: True for a real triple
+
+    def to(self, device, non_blocking:bool=False) -> PaddedBatch:
+        "A copy with every tensor on `device` (masks included)."
+        mv = lambda v: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
+        return PaddedBatch(**{f.name: mv(getattr(self, f.name)) for f in fields(self)})
+
+def _pad_rows(x:torch.Tensor, n:int, fill) -> torch.Tensor:
+    "`x` with `n` rows of `fill` (a number, or a row) appended."
+    return torch.cat([x, torch.as_tensor(fill, dtype=x.dtype).expand(n, *x.shape[1:])])
+
+def pad_batch(batch:Batch, # a collated batch of O objects and T triples
+              num_objs:int, # O', at least O
+              num_triples:int, # T', at least T
+             ) -> PaddedBatch:
+    "`batch` with padding objects and triples appended up to O' and T', and masks telling the real ones."
+    O, T = len(batch.objs), len(batch.triples)
+    if num_objs < O or num_triples < T:
+        raise UserError(f'cannot pad {O} objects and {T} triples down to {num_objs} and {num_triples}; pad to larger counts')
+    po, pt, sink = num_objs - O, num_triples - T, (O if num_objs > O else 0)  # padding triples point at padding
+    return PaddedBatch(imgs=batch.imgs, objs=_pad_rows(batch.objs, po, 0), boxes=_pad_rows(batch.boxes, po, [0., 0., 1., 1.]),
+                       masks=None if batch.masks is None else _pad_rows(batch.masks, po, 0),
+                       triples=_pad_rows(batch.triples, pt, [sink, 0, sink]), obj_to_img=_pad_rows(batch.obj_to_img, po, 0),
+                       triple_to_img=_pad_rows(batch.triple_to_img, pt, 0),
+                       obj_mask=torch.arange(num_objs) < O, triple_mask=torch.arange(num_triples) < T)
+
+# %% ../../nbs/11_data_common.ipynb #dfe84490
+from fastcore.basics import patch
+
+@patch
+def pin_memory(self:Batch) -> Batch:
+    "A copy with every tensor in pinned (page-locked) memory, for asynchronous copies to a GPU."
+    return type(self)(**{f.name: v.pin_memory() if isinstance(v, torch.Tensor) else v
+                         for f in fields(self) for v in [getattr(self, f.name)]})
 
 # %% ../../nbs/11_data_common.ipynb #abccb554
 def _kind_or_missing(p:Path) -> str|None:

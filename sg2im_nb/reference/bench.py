@@ -6,24 +6,28 @@ Docs: https://sg2im-nb.github.io/sg2im_nb/bench.html.md"""
 
 # %% ../../nbs/50_bench.ipynb #58747d00
 from __future__ import annotations
-import contextlib, dataclasses, json, statistics
+import contextlib, dataclasses, json, statistics, tempfile
+from pathlib import Path
 import torch
 from ..cli import UserError, get_device, script
 from ..scene_graph import make_vocab
 from ..model.layout import boxes_to_layout, masks_to_layout
-from ..data.common import Batch
+from ..data.common import Batch, pad_batch
 from ..precision import AMP_CHOICES, AMP_DTYPES, autocast, resolve_amp
 from ..train.config import TrainConfig, make_config, PRESETS
 from ..train.step import Nets, Optims, build_nets, build_optims, make_scaler, train_step
-from ..train.engineering import compile_nets
+from ..train.engineering import compile_nets, make_dense_adam
+from ..train.static import static_nets, static_train_step
+from ..train.data import ensure_shapes
 from .published import (published_boxes_to_layout, published_masks_to_layout, published_algorithms,
                                 published_train_step, published_networks, published_adam)
 from .meters import (machine_info, time_interleaved, ratio_stats, held_mb, peak_mb, step_flops,
-                                   op_profile, gemm_gflops, peak_tflops)
+                                   op_profile, gemm_gflops, peak_tflops, parse_variants, loop_seconds)
 
 # %% auto #0
-__all__ = ['BENCH_CONFIGS', 'bench_config', 'bench_vocab', 'random_batch', 'BenchConfig', 'check_bench', 'make_step',
-           'make_generate', 'layout_peak_mb', 'run_bench', 'suite_rows', 'main']
+__all__ = ['BENCH_CONFIGS', 'bench_config', 'bench_vocab', 'random_batch', 'BenchConfig', 'check_bench', 'bench_padded',
+           'make_step', 'make_generate', 'layout_peak_mb', 'run_bench', 'loop_config', 'run_loop_bench', 'suite_rows',
+           'main']
 
 # %% ../../nbs/50_bench.ipynb #4c14cc2f
 _MODEL_KEYS = ('image_size', 'embedding_dim', 'gconv_dim', 'gconv_hidden_dim', 'gconv_num_layers', 'refinement_network_dims',
@@ -81,8 +85,8 @@ class BenchConfig:
     "The flags of `sg2im-bench`."
     config: str = 'coco64'; batch_size: int|None = None; iters: int = 5; warmup: int = 2; device: str = 'cpu'
     amp: str = 'auto'; compile: bool = False; mode: str = 'train'; impl: str = 'ours'; compare: bool = False
-    threads: int = 0; channels_last: int = 1; fused_adam: int = 1; recompute_crn: int = 0; cuda_graphs: int = 0
-    profile: int = 1
+    threads: int = 0; channels_last: int = 1; fused_adam: int = 2; recompute_crn: int = 0; cuda_graphs: int = 0
+    profile: int = 1; static_shapes: int = 0; vs: str = ''; workers: int = 2; shapes_dir: str = ''
 
     @property
     def images(self) -> int: return self.batch_size if self.batch_size is not None else (32 if self.mode == 'generate' else 8)
@@ -92,22 +96,38 @@ def _one_of(name, v, opts):
 
 def check_bench(bc:BenchConfig) -> str: # the precision that will run: 'bf16', 'fp16' or 'none'
     "Raise a one-line `UserError` for the first bad flag of `bc`."
-    for name, opts in (('config', tuple(BENCH_CONFIGS)), ('mode', ('train', 'generate')), ('impl', ('ours', 'published')),
-                       ('amp', AMP_CHOICES), ('channels_last', (0, 1)), ('fused_adam', (0, 1)), ('cuda_graphs', (0, 1)),
-                       ('profile', (0, 1))):
+    for name, opts in (('config', tuple(BENCH_CONFIGS)), ('mode', ('train', 'generate', 'loop')), ('impl', ('ours', 'published')),
+                       ('amp', AMP_CHOICES), ('channels_last', (0, 1)), ('fused_adam', (0, 1, 2)), ('cuda_graphs', (0, 1)),
+                       ('profile', (0, 1)), ('static_shapes', (0, 1))):
         _one_of(name, getattr(bc, name), opts)
-    for name, lo in (('batch_size', 1), ('iters', 1), ('warmup', 0), ('threads', 0)):
+    for name, lo in (('batch_size', 1), ('iters', 1), ('warmup', 0), ('threads', 0), ('workers', 0)):
         v = getattr(bc, name)
         if v is not None and v < lo: raise UserError(f'--{name} {v} is out of range: use {lo} or more')
     dev = get_device(bc.device)
     bench_config(bc.config, 'none', str(dev), bc.recompute_crn)  # the refinement network's own range for --recompute_crn
     amp = resolve_amp(bc.amp, dev)
     if bc.impl == 'published':
-        if bc.amp in ('bf16', 'fp16') or bc.compile or bc.recompute_crn or bc.cuda_graphs:
-            raise UserError('--impl published is the float32 eager baseline; drop --amp bf16/fp16, --compile, --recompute_crn and --cuda_graphs, or use --compare')
+        if bc.amp in ('bf16', 'fp16') or bc.compile or bc.recompute_crn or bc.cuda_graphs or bc.static_shapes:
+            raise UserError('--impl published is the float32 eager baseline; drop --amp bf16/fp16, --compile, --recompute_crn, --cuda_graphs and --static_shapes, or use --compare')
         amp = 'none'  # --amp auto asks for the fastest native precision, not for bf16: the baseline runs float32
     if bc.cuda_graphs and dev.type != 'cuda': raise UserError(f'--cuda_graphs 1 needs a CUDA device; got --device {bc.device}')
+    _check_modes(bc)
+    for _, v in _variants(bc): check_bench(v)
     return amp
+
+# %% ../../nbs/50_bench.ipynb #5554836a
+_VARIANT_FLAGS = ('amp', 'compile', 'channels_last', 'fused_adam', 'recompute_crn', 'static_shapes', 'cuda_graphs', 'workers')
+
+def _variants(bc:BenchConfig) -> list: # [(label, BenchConfig of the variant)]
+    kinds = {k: type(getattr(BenchConfig(), k)) for k in _VARIANT_FLAGS}
+    return [(label, dataclasses.replace(bc, vs='', compare=False, **over)) for label, over in parse_variants(bc.vs, kinds)]
+
+def _check_modes(bc:BenchConfig):
+    if bc.mode == 'loop' and (bc.compare or bc.impl == 'published'):
+        raise UserError('--mode loop times our training loop; compare settings of it with --vs (e.g. --vs static_shapes=1), not --compare or --impl published')
+    if bc.mode == 'loop' and bc.cuda_graphs and not bc.static_shapes:
+        raise UserError('--cuda_graphs 1 in --mode loop needs --static_shapes 1 (sg2im-train replays padded batches)')
+    if bc.mode == 'generate' and bc.static_shapes: raise UserError('--static_shapes 1 pads training batches; drop it with --mode generate')
 
 # %% ../../nbs/50_bench.ipynb #cf9901d6
 def _plain_adam(nets:Nets, lr:float) -> Optims:
@@ -125,22 +145,31 @@ def _capturable_adam(nets:Nets, lr:float) -> Optims:
     adam = lambda m, lr: torch.optim.Adam(m.parameters(), lr=lr, fused=True, capturable=True)
     return build_optims(nets, lr, adam)
 
+_OPTIMIZERS = {0: _plain_adam, 1: build_optims, 2: lambda nets, lr: build_optims(nets, lr, make_dense_adam)}  # --fused_adam
+
+def bench_padded(batch:Batch) -> Batch:
+    "`batch` padded by about 4% (at least one row) to multiples of 8: what the buckets of the shapes world leave (21b)."
+    up = lambda n: -(-(int(n * 1.04) + 1) // 8) * 8
+    return pad_batch(batch.to('cpu'), up(len(batch.objs)), up(len(batch.triples))).to(batch.imgs.device)
+
 # %% ../../nbs/50_bench.ipynb #aaeef0da
 def make_step(cfg:TrainConfig, vocab:dict, batch:Batch,
               impl:str='ours', # 'ours' or 'published'
-              channels_last:bool=True, fused:bool=True, compile:bool=False, cuda_graphs:bool=False, # speed-ups of 'ours'
+              channels_last:bool=True, fused:int=2, compile:bool=False, cuda_graphs:bool=False, # speed-ups of 'ours'
+              static:bool=False, # the padded step of --static_shapes 1, on `batch` padded as the buckets would (`bench_padded`)
               seed:int=0):
     "A function running one training step of `impl` on `batch` (fresh networks seeded with `seed`)."
     if impl not in ('ours', 'published'): raise UserError(f'--impl {impl!r} is not one of ours, published')
     torch.manual_seed(seed)
     nets, _ = build_nets(cfg, vocab, batch.imgs.device, channels_last=channels_last and impl == 'ours')
     if impl == 'published': return _published_step(nets, cfg, batch)
-    optims = (_capturable_adam if cuda_graphs else build_optims if fused else _plain_adam)(nets, cfg.learning_rate)
+    optims = (_capturable_adam if cuda_graphs else _OPTIMIZERS[int(fused)])(nets, cfg.learning_rate)
+    if static: nets, batch = static_nets(nets), bench_padded(batch)
     if compile: nets = compile_nets(nets, fullgraph=False)  # each network whole where it can be
-    scaler = make_scaler(batch.imgs.device, cfg.amp)
-    if cuda_graphs: step = _graphed(lambda: train_step(nets, optims, batch, cfg, scaler, as_floats=False))
+    scaler, run = make_scaler(batch.imgs.device, cfg.amp), (static_train_step if static else train_step)
+    if cuda_graphs: step = _graphed(lambda: run(nets, optims, batch, cfg, scaler, as_floats=False))
     else:
-        def step() -> dict: return train_step(nets, optims, batch, cfg, scaler)
+        def step() -> dict: return run(nets, optims, batch, cfg, scaler)
     step.nets = nets
     return step
 
@@ -197,34 +226,39 @@ def layout_peak_mb(cfg:TrainConfig, batch:Batch, impl:str='ours', device='cpu') 
     return peak_mb(run, device)
 
 # %% ../../nbs/50_bench.ipynb #83432364
+def _fns_of(k:str, bc:BenchConfig, cfg:TrainConfig, vocab:dict, batch:Batch, one:Batch) -> dict:
+    "The functions to time for row `k` (an implementation, or `vs:<label>` for a variant of ours)."
+    impl = 'published' if k == 'published' else 'ours'
+    if bc.mode == 'train':
+        return {k: make_step(cfg, vocab, batch, impl, bool(bc.channels_last), bc.fused_adam, bc.compile, bool(bc.cuda_graphs),
+                             bool(bc.static_shapes))}
+    return {f'{k}{s}': make_generate(cfg, vocab, bb, impl, bool(bc.channels_last), bc.compile) for s, bb in (('', batch), ('@1', one))}
+
 def _functions(bc:BenchConfig, amp:str, dev:torch.device) -> tuple: # (fns, cfgs, batch)
     vocab, impls = bench_vocab(), (['ours', 'published'] if bc.compare else [bc.impl])
-    cfgs = {k: bench_config(bc.config, amp if k == 'ours' else 'none', str(dev), bc.recompute_crn if k == 'ours' else 0)
-            for k in impls}
+    rows = {k: bc for k in impls} | {f'vs:{label}': v for label, v in _variants(bc)}
+    cfgs = {k: bench_config(v.config, (amp if k == 'ours' else 'none') if k in impls else check_bench(v), str(dev),
+                            v.recompute_crn if k != 'published' else 0) for k, v in rows.items()}
     batch = random_batch(cfgs[impls[0]], vocab, bc.images, device=dev)
-    if bc.mode == 'train':
-        fns = {k: make_step(cfgs[k], vocab, batch, k, bool(bc.channels_last), bool(bc.fused_adam), bc.compile,
-                            bool(bc.cuda_graphs)) for k in impls}
-    else:
-        one = random_batch(cfgs[impls[0]], vocab, 1, device=dev)
-        fns = {f'{k}{s}': make_generate(cfgs[k], vocab, bb, k, bool(bc.channels_last), bc.compile)
-               for k in impls for s, bb in (('', batch), ('@1', one))}
+    one = random_batch(cfgs[impls[0]], vocab, 1, device=dev) if bc.mode == 'generate' else None
+    fns = {}
+    for k, v in rows.items(): fns.update(_fns_of(k, v, cfgs[k], vocab, batch, one))
     return fns, cfgs, batch
 
-def _measure(bc:BenchConfig, fns:dict, cfgs:dict, batch:Batch, dev) -> dict: # impl -> numbers
+def _measure(bc:BenchConfig, fns:dict, cfgs:dict, batch:Batch, dev) -> dict: # row -> numbers
     rounds, res = time_interleaved(fns, bc.iters, bc.warmup, dev), {}
     for k in cfgs:
         held = held_mb(*fns[k].nets.named().values()) if bc.mode == 'train' else 0.0
         sec = statistics.median(rounds[k])
         res[k] = dict(sec_per_step=sec, imgs_per_s=bc.images / sec, rounds=[round(s, 4) for s in rounds[k]],
                       peak_mb=held + (getattr(fns[k], 'peak_mb', None) or peak_mb(fns[k], dev)), held_grads_mb=held)
-        if bc.mode == 'train': res[k]['layout_peak_mb'] = layout_peak_mb(cfgs[k], batch, k, dev)
+        if bc.mode == 'train': res[k]['layout_peak_mb'] = layout_peak_mb(cfgs[k], batch, 'published' if k == 'published' else 'ours', dev)
         else: res[k]['latency_s'] = statistics.median(rounds[k + '@1'])
     return res
 
 # %% ../../nbs/50_bench.ipynb #f3bd637d
 def _flops(bc:BenchConfig, fns:dict, cfgs:dict, batch:Batch, amp:str, dev) -> dict:
-    plain = 'ours' in fns and not (bc.compile or bc.recompute_crn or bc.cuda_graphs)
+    plain = 'ours' in fns and not (bc.compile or bc.recompute_crn or bc.cuda_graphs or bc.static_shapes)  # padding is not useful work
     fn = fns['ours'] if plain else make_step(bench_config(bc.config, amp, str(dev)), bench_vocab(), batch,
                                              channels_last=bool(bc.channels_last))
     return step_flops(fn)
@@ -245,15 +279,17 @@ def _where_time_goes(bc:BenchConfig, fns:dict, res:dict, flops:dict, amp:str) ->
 # %% ../../nbs/50_bench.ipynb #3d069d26
 def run_bench(bc:BenchConfig=None, # the flags (or give them as keywords)
               **flags) -> dict:
-    "Time `bc.mode` ('train' or 'generate') of `bc.impl` (or both with `compare`); the dict of the JSON line."
+    "Time `bc.mode` ('train', 'generate' or 'loop') of `bc.impl` (or both with `compare`, and `vs`); the dict of the JSON line."
     bc = bc or BenchConfig(**flags)
     amp = check_bench(bc)
     if bc.threads > 0: torch.set_num_threads(bc.threads)
     dev = get_device(bc.device)
+    if bc.mode == 'loop': return run_loop_bench(bc, amp, dev)
     fns, cfgs, batch = _functions(bc, amp, dev)
     res, impl = _measure(bc, fns, cfgs, batch, dev), next(iter(cfgs))
     out = dict(mode=bc.mode, config=bc.config, impl=impl, batch_size=bc.images, device=str(dev), amp=bc.amp, amp_used=amp,
-               compile=bc.compile, channels_last=bool(bc.channels_last), fused_adam=bool(bc.fused_adam) and bc.mode == 'train',
+               compile=bc.compile, channels_last=bool(bc.channels_last), fused_adam=bc.fused_adam if bc.mode == 'train' else None,
+               static_shapes=bool(bc.static_shapes),
                cuda_graphs=bool(bc.cuda_graphs), iters=bc.iters, warmup=bc.warmup, recompute_crn=bc.recompute_crn,
                threads=torch.get_num_threads(), machine=machine_info(dev), torch=torch.__version__,
                memory_meter='cuda.max_memory_allocated' if dev.type == 'cuda' else 'torch.profiler', **res[impl])
@@ -272,6 +308,45 @@ def run_bench(bc:BenchConfig=None, # the flags (or give them as keywords)
         if 'profile' in out:  # bound = published_s / conv_s, our convolution time taken as its share of our step time
             prof = out['profile']['ours']
             prof.update(bound=out['speedup'] / prof['conv_share'], of_bound=prof['conv_share'])
+    if bc.vs: out['vs'] = _versus(res)
+    return out
+
+def _versus(res:dict) -> dict: # label -> the variant's numbers, with its time over ours per round
+    out = {}
+    for k, r in res.items():
+        if not k.startswith('vs:'): continue
+        key = 'sec_per_step' if 'sec_per_step' in r else 'sec_per_it'
+        s = ratio_stats(r['rounds'], res['ours']['rounds']) if key == 'sec_per_step' else None
+        ratio = s['median'] if s else r[key] / res['ours'][key]
+        out[k[3:]] = {**r, 'ratio': ratio, **({'ratio_min': s['min'], 'ratio_max': s['max'], 'ratio_rounds': s['rounds']} if s else {})}
+    return out
+
+# %% ../../nbs/50_bench.ipynb #732ba5f4
+def loop_config(bc:BenchConfig, shapes_dir, dev) -> TrainConfig:
+    "The `sg2im-train` config `--mode loop` runs for `bc`: the networks of `bc.config` on the shapes world."
+    n = bc.warmup + bc.iters
+    return make_config('coco64', **BENCH_CONFIGS[bc.config], dataset='shapes', shapes_dir=str(shapes_dir), device=str(dev),
+                       amp=bc.amp, compile=bc.compile, recompute_crn=bc.recompute_crn, batch_size=bc.images,
+                       num_iterations=n, num_val_samples=bc.images, loader_num_workers=bc.workers,
+                       static_shapes=bool(bc.static_shapes), cuda_graphs=bool(bc.cuda_graphs))
+
+def run_loop_bench(bc:BenchConfig, amp:str, dev:torch.device) -> dict:
+    "The JSON line of `--mode loop`: seconds per iteration of the real training loop, for ours and each `--vs` variant."
+    rows = [('ours', bc)] + [(f'vs:{label}', v) for label, v in _variants(bc)]
+    with tempfile.TemporaryDirectory() as tmp:
+        shapes = Path(bc.shapes_dir).expanduser() if bc.shapes_dir else ensure_shapes(
+            Path(tmp) / 'shapes', num_train=bc.images * (bc.warmup + bc.iters + 1), num_val=bc.images, num_test=0,
+            image_size=max(32, *bench_config(bc.config).image_size))
+        res = {}
+        for k, v in rows:
+            secs = loop_seconds(loop_config(v, shapes, dev), bc.warmup)
+            sec = statistics.median(secs)
+            res[k] = dict(sec_per_it=sec, its_per_s=1 / sec, imgs_per_s=bc.images / sec, rounds=[round(s, 4) for s in secs],
+                          static_shapes=bool(v.static_shapes), cuda_graphs=bool(v.cuda_graphs), workers=v.workers)
+    out = dict(mode='loop', config=bc.config, batch_size=bc.images, device=str(dev), amp=bc.amp, amp_used=amp, compile=bc.compile,
+               iters=bc.iters, warmup=bc.warmup, threads=torch.get_num_threads(), machine=machine_info(dev),
+               torch=torch.__version__, **res['ours'])
+    if bc.vs: out['vs'] = _versus(res)
     return out
 
 # %% ../../nbs/50_bench.ipynb #43bca49c
@@ -296,19 +371,23 @@ def main(config:str='coco64',      # coco64, small64 or tiny
          device:str='cpu',         # cpu, cuda, cuda:N or auto
          amp:str='auto',           # auto (bf16 where native, else float32), none, bf16 or fp16
          compile:store_true=False, # torch.compile the networks
-         mode:str='train',         # train (the full training step) or generate
+         mode:str='train',         # train (the full training step), generate, or loop (the real sg2im-train loop)
          impl:str='ours',          # ours or published (the published algorithms, fp32 eager)
          compare:store_true=False, # run ours and published side by side and report the ratio per round
          threads:int=0,            # torch threads (0: torch's default)
          channels_last:int=1,      # 1: channels_last convolutions (ours)
-         fused_adam:int=1,         # 1: fused Adam (ours)
+         fused_adam:int=2,         # 0: Adam's loop, 1: fused Adam, 2: fused without copies of channels_last weights (ours)
          recompute_crn:int=0,      # the last K refinement modules recompute their activations in backward (ours)
          cuda_graphs:int=0,        # 1: capture the whole step as a CUDA graph (ours, CUDA only)
          profile:int=1,            # 1: where the time goes (CPU, train): convolution time, rate and bound
          suite:store_true=False,   # one line per precision the device runs well (see above)
+         static_shapes:int=0,      # 1: padded batches, as sg2im-train --static_shapes 1 (train, loop)
+         vs:str='',                # variants of ours timed alongside, e.g. 'amp=bf16;amp=bf16,fused_adam=1'
+         workers:int=2,            # --mode loop: data-loader processes (--loader_num_workers)
+         shapes_dir:str='',        # --mode loop: a shapes world to read ('' makes a small one)
         ):
     "Benchmark the sg2im training step or generator; prints one JSON line (one per row with --suite)."
     bc = BenchConfig(config, batch_size, iters, warmup, device, amp, compile, mode, impl, compare, threads,
-                     channels_last, fused_adam, recompute_crn, cuda_graphs, profile)
+                     channels_last, fused_adam, recompute_crn, cuda_graphs, profile, static_shapes, vs, workers, shapes_dir)
     check_bench(bc)
     for row in (suite_rows(bc) if suite else [bc]): print(json.dumps(run_bench(row)), flush=True)

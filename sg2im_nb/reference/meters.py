@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib, os, platform, statistics, sys, time
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from ..cli import UserError
 from ..precision import native_amp
 
 # %% auto #0
 __all__ = ['PEAK_TFLOPS', 'machine_info', 'time_interleaved', 'ratio_stats', 'quiet_profile', 'held_mb', 'peak_mb', 'step_flops',
-           'op_profile', 'gemm_gflops', 'peak_tflops']
+           'op_profile', 'gemm_gflops', 'peak_tflops', 'parse_variants', 'loop_seconds']
 
 # %% ../../nbs/50a_bench_meters.ipynb #6af9f4e1
 def _cpu_model() -> str:
@@ -153,3 +154,43 @@ def peak_tflops(device, amp:str='none') -> float|None:
     name = torch.cuda.get_device_name(device)
     key = amp if amp in ('bf16', 'fp16') else ('tf32' if torch.backends.cudnn.allow_tf32 else 'fp32')
     return next((v[key] for k, v in PEAK_TFLOPS.items() if k in name), None)
+
+# %% ../../nbs/50a_bench_meters.ipynb #ce5fb0c4
+def _flag_value(name:str, text:str, kind:type):
+    if kind is bool:
+        if text.lower() in ('1', 'true'): return True
+        if text.lower() in ('0', 'false'): return False
+    else:
+        try: return kind(text)
+        except ValueError: pass
+    raise UserError(f'--vs {name}={text}: expected {"0 or 1" if kind is bool else kind.__name__}')
+
+def parse_variants(vs:str, # e.g. 'amp=bf16;amp=bf16,fused_adam=1' ('' for none)
+                   kinds:dict, # flag name -> type (bool, int or str) of the flags a variant may change
+                  ) -> list: # [(label, {flag: value})], label as written
+    "The variants of `--vs`: each `;`-separated part a set of `flag=value` overrides."
+    out = []
+    for part in (p.strip() for p in vs.split(';') if p.strip()):
+        over = {}
+        for item in (i.strip() for i in part.split(',') if i.strip()):
+            name, eq, text = item.partition('=')
+            name = name.strip().replace('-', '_')
+            if not eq or name not in kinds:
+                raise UserError(f'--vs {item!r}: use flag=value with a flag among {", ".join(kinds)}')
+            over[name] = _flag_value(name, text.strip(), kinds[name])
+        out.append((part, over))
+    return out
+
+# %% ../../nbs/50a_bench_meters.ipynb #c0759909
+def loop_seconds(cfg, # a `TrainConfig`; its output_dir, print_every and checkpoint_every are replaced
+                 warmup:int=2, # untimed first iterations (the loader's start, compilation, CUDA graphs' recording)
+                ) -> list: # seconds of each later iteration
+    "Seconds per iteration of the real training loop `train(cfg)`, data loader included."
+    import dataclasses, io, json, tempfile
+    from pathlib import Path
+    from sg2im_nb.train.loop import train
+    with tempfile.TemporaryDirectory() as d, contextlib.redirect_stdout(io.StringIO()):
+        train(dataclasses.replace(cfg, output_dir=d, print_every=1, checkpoint_every=cfg.num_iterations, overwrite=False,
+                                  restore_from_checkpoint=False), progress=False)
+        recs = [json.loads(l) for l in (Path(d) / 'metrics.jsonl').read_text().splitlines() if l.strip()]
+    return [r['sec_per_it'] for r in recs if r.get('kind') == 'train' and r['t'] > warmup]

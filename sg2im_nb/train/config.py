@@ -112,6 +112,10 @@ class TrainConfig(_DiscriminatorFlags):
     max_nonfinite_steps: int = 20            # stop a run whose loss is not finite this many iterations in a row
     shapes_dir: str = '~/.cache/sg2im_nb/data/shapes'
     preset: Optional[str] = None
+    # static shapes and CUDA graphs (issue 25)
+    static_shapes: bool = False              # pad every batch to a few fixed sizes (21b_static_shapes); same training
+    static_buckets: int = 3                  # buckets of sizes chosen from the data (plus one that fits every batch)
+    cuda_graphs: bool = False                # replay the padded step as CUDA graphs, one per bucket (21c_cuda_graphs)
 
     def __post_init__(self):
         self.image_size = _pair(self.image_size)

@@ -12,7 +12,7 @@ from torch.overrides import TorchFunctionMode
 from ..data.common import Batch
 
 # %% auto #0
-__all__ = ['HostSyncs', 'mark_dynamic', 'compile_nets']
+__all__ = ['HostSyncs', 'mark_dynamic', 'compile_nets', 'DenseAdam', 'make_dense_adam']
 
 # %% ../../nbs/21a_step_engineering.ipynb #97f820c6
 _SYNC_OPS = {'aten._local_scalar_dense', 'aten.nonzero', 'aten.masked_select', 'aten.equal', 'aten.is_nonzero',
@@ -71,3 +71,23 @@ def compile_nets(nets, # `Nets` (sg2im_nb.train.step)
     "The networks of `nets`, each compiled whole with `torch.compile`."
     kwargs = {'fullgraph': True, **kwargs}
     return nets.map(lambda m: torch.compile(m, **kwargs))
+
+# %% ../../nbs/21a_step_engineering.ipynb #1d76ed78
+def _channels_last(t:torch.Tensor) -> bool:
+    return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+class DenseAdam(torch.optim.Adam):
+    "`torch.optim.Adam` that gives its kernels channels_last CPU tensors as dense views: the same update, no copies."
+    def _init_group(self, group, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps):
+        has_complex = super()._init_group(group, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps)
+        lists = [params, grads, exp_avgs, exp_avg_sqs] + ([max_exp_avg_sqs] if group['amsgrad'] else [])
+        for i, p in enumerate(params):
+            if p.device.type == 'cpu' and all(_channels_last(ts[i]) for ts in lists):
+                for ts in lists: ts[i] = ts[i].permute(0, 2, 3, 1)  # (out, kh, kw, in): contiguous, the same memory
+        return has_complex
+
+def make_dense_adam(m:torch.nn.Module, lr:float) -> DenseAdam:
+    "`make_adam` of 21_train_step (fused where it can be) as a `DenseAdam`."
+    params = list(m.parameters())
+    fused = all(p.device.type in ('cpu', 'cuda') and p.dtype.is_floating_point for p in params)
+    return DenseAdam(params, lr=lr, fused=fused)

@@ -16,8 +16,7 @@ from ..cli import UserError, cli_errors, get_device, check_output_dir, CliParser
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..model.generator import Sg2ImModel
 from .config import TrainConfig, make_config, config_parser, config_to_args
-from .step import (Nets, Optims, build_nets, build_optims, make_adam, step_gradients, apply_updates,
-                                 read_losses, check_model, make_scaler, use_channels_last)
+from .step import (Nets, Optims, build_nets, build_optims, read_losses, check_model, make_scaler, use_channels_last)
 from ..precision import resolve_amp
 from .data import build_datasets, ResumableSampler, make_loader
 from .safety import (check_fresh_start, resume_changes, changes_note, check_finite_weights,
@@ -25,6 +24,8 @@ from .safety import (check_fresh_start, resume_changes, changes_note, check_fini
 from .run import (new_checkpoint, check_checkpoint_vocab, get_rng_state, set_rng_state, append_metrics,
                                 repair_metrics, _val_records, train_lock, check_counters, load_optim_state, optim_key,
                                 write_side_files, repair_side_files)
+from .static import check_static
+from .graphs import Stepper, adopt_optims
 
 # %% auto #0
 __all__ = ['RunState', 'prepare', 'train', 'main', 'setup_distributed']
@@ -173,6 +174,7 @@ def train(cfg:TrainConfig,       # a validated config (`make_config` / `parse_co
     "Train as the published train.py does; return the last checkpoint dict (rank 0; None on other ranks)."
     rank, world, device = setup_distributed(cfg)
     try:
+        check_static(cfg, device, world)  # --static_shapes / --cuda_graphs that cannot run here: before any work
         with StopSignals() as stop:
             if rank > 0:
                 check_fresh_start(cfg)
@@ -230,6 +232,16 @@ def _stop(cfg:TrainConfig, run:RunState, rank:int, signum:int):
     run.saved_t = run.t
     raise TrainingStopped(signum, f'stopped by {name} at t={run.t}: saved {run.checkpoint_path}; continue with --restore_from_checkpoint 1', rank)
 
+# %% ../../nbs/23_train.ipynb #b31903bf
+def _stepper(cfg:TrainConfig, run:RunState, rank:int, world:int, device) -> Stepper:
+    "The `Stepper` of `run`, its optimizers adopted (`adopt_optims`) and its networks wrapped (`_wrap`)."
+    run.optims = adopt_optims(run.optims, capturable=cfg.cuda_graphs)
+    stepper = Stepper(cfg, run, device, wrap=lambda m: _wrap(m, cfg, world, device))
+    if stepper.buckets is not None and rank == 0:
+        graphs = ', each size replayed as a CUDA graph' if cfg.cuda_graphs else ''
+        print(f'static shapes: objects padded to {stepper.buckets.objects}, triples to {stepper.buckets.triples}{graphs}', flush=True)
+    return stepper
+
 # %% ../../nbs/23_train.ipynb #6558cc09
 def _train(cfg, rank, world, device, progress, stop:StopSignals):
     run = prepare(cfg, rank, world, device)
@@ -237,7 +249,7 @@ def _train(cfg, rank, world, device, progress, stop:StopSignals):
     if rank == 0:
         _start(cfg, run)
         print(f'precision: --amp {cfg.amp} runs {dict(none="float32", bf16="bfloat16 autocast", fp16="float16 autocast")[resolve_amp(cfg.amp, device)]} on {device}', flush=True)
-    nets = run.nets.map(lambda m: _wrap(m, cfg, world, device))  # what the steps run
+    stepper = _stepper(cfg, run, rank, world, device)  # what one iteration runs
     sampler = ResumableSampler(run.train_data, cfg.batch_size, cfg.seed, rank, world)
     bar = tqdm(total=cfg.num_iterations, initial=run.t, desc='sg2im-train', disable=rank != 0 or not progress, dynamic_ncols=True)
     signum = stop.agreed(world, device)
@@ -247,13 +259,12 @@ def _train(cfg, rank, world, device, progress, stop:StopSignals):
             if run.batch_in_epoch == 0 or run.batch_in_epoch >= sampler.batches_per_epoch: run.epoch, run.batch_in_epoch = run.epoch + 1, 0
             sampler.set_epoch(run.epoch, run.batch_in_epoch)
             if hasattr(run.train_data, 'set_epoch'): run.train_data.set_epoch(run.epoch)
-            for batch in stop.batches(make_loader(run.train_data, cfg, sampler=sampler, seed=cfg.seed + run.epoch, device=device)):
+            for batch in stop.batches(stepper.loader(run.train_data, sampler, seed=cfg.seed + run.epoch)):
                 run.batch_in_epoch += 1
                 if run.t == cfg.eval_mode_after:
-                    run.nets.model.eval(); run.optims.model = make_adam(run.nets.model, cfg.learning_rate)  # the published fresh Adam
+                    run.nets.model.eval(); run.optims.model = stepper.fresh_adam(run.nets.model)  # the published fresh Adam
                 run.t += 1
-                step_losses, ok = step_gradients(nets, batch.to(device, non_blocking=True), cfg, run.scaler)
-                apply_updates(nets, run.optims, ok, cfg, run.scaler)
+                step_losses, ok = stepper(batch)
                 losses = read_losses(step_losses)
                 bar.update(1)
                 if not bool(ok):

@@ -84,7 +84,8 @@ QUIET_FLAGS = ('num_iterations', 'checkpoint_every', 'print_every', 'timing', 'd
                'recompute_crn', 'output_dir', 'checkpoint_name', 'checkpoint_start_from', 'restore_from_checkpoint', 'overwrite',
                'preset', 'max_nonfinite_steps', 'shapes_dir', 'vg_image_dir', 'train_h5', 'val_h5', 'vocab_json',
                'coco_train_image_dir', 'coco_val_image_dir', 'coco_train_instances_json', 'coco_train_stuff_json',
-               'coco_val_instances_json', 'coco_val_stuff_json')
+               'coco_val_instances_json', 'coco_val_stuff_json',
+               'static_shapes', 'static_buckets', 'cuda_graphs')  # how a step runs, not what it computes (21b, 21c)
 
 def _same(a, b) -> bool:
     norm = lambda v: tuple(norm(x) for x in v) if isinstance(v, (list, tuple)) else v
